@@ -1,0 +1,26 @@
+"""What a user can get wrong, one type each; the CLI prints ``str(error)`` as one line and exits 2."""
+from __future__ import annotations
+
+
+class CrossFormerError(Exception):
+    """Base of every error caused by the user's input (never by a bug)."""
+
+
+class InputSizeError(CrossFormerError, ValueError):
+    """An image size the model cannot take (not a multiple of 32, outside an engine profile...)."""
+
+
+class CheckpointError(CrossFormerError):
+    """A checkpoint that is not a CrossFormer, is another variant, or cannot be read safely."""
+
+
+class ModelFileError(CrossFormerError):
+    """A model file (ONNX, engine) that is missing, truncated, or of the wrong kind."""
+
+
+class ImageError(CrossFormerError):
+    """An input image that is missing or cannot be decoded."""
+
+
+class UsageError(CrossFormerError):
+    """Command-line arguments that do not fit together."""

@@ -1,0 +1,49 @@
+"""Grouped multi-head self-attention (the LSDA core) and the attention module around it."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .grouping import MASK_FILL, GroupLayout, group, group_index, ungroup, ungroup_index
+from .position_bias import DynamicPosBias, gather_bias, offset_index
+
+
+def grouped_attention(qkv: Tensor, table: Tensor, lay: GroupLayout, num_heads: int, scale: float,
+                      mask_fill: float = MASK_FILL) -> Tensor:
+    """Attention within groups, straight from the spatial qkv projection.
+
+    qkv [B, H, W, 3C] (channels ordered q | k | v, heads inside each), table [T, heads] for the
+    layout's group shape -> [B, H, W, C]. This is the math of the fused
+    ``crossformer::GroupedAttention`` op; the projection commutes with padding and grouping because
+    padded keys are masked and padded queries are cropped, so padding is never materialised.
+    """
+    B, C3 = qkv.shape[0], qkv.shape[-1]
+    C = C3 // 3
+    index, valid = group_index(lay, qkv.device)
+    g = group(qkv, index)  # [B, nG, N, 3C]
+    nG, N = g.shape[1], g.shape[2]
+    g = g.reshape(B, nG, N, 3, num_heads, C // num_heads).permute(3, 0, 1, 4, 2, 5)
+    q, k, v = g[0], g[1], g[2]  # [B, nG, heads, N, hd]
+    bias = gather_bias(table, offset_index(lay, qkv.device))  # [heads, N, N]
+    key_mask = torch.where(valid, 0.0, mask_fill).to(bias.dtype)  # [nG, N]
+    bias = bias.unsqueeze(0) + key_mask[:, None, None, :]  # [nG, heads, N, N]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=scale)
+    out = out.transpose(2, 3).reshape(B, nG, N, C)
+    return ungroup(out, ungroup_index(lay, qkv.device))
+
+
+class Attention(nn.Module):
+    """qkv projection -> grouped attention with DPB -> output projection, on [B, H, W, C] maps."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.pos = DynamicPosBias(dim, num_heads)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, lay: GroupLayout) -> Tensor:
+        table = self.pos.table(lay.gh, lay.gw)
+        return self.proj(grouped_attention(self.qkv(x), table, lay, self.num_heads, self.scale))

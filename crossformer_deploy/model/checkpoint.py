@@ -1,0 +1,112 @@
+"""Load the authors' checkpoints (and ours) safely, and tell the variant from the tensors' shapes.
+
+Layouts accepted: ImageNet releases ``{"model": sd}``; mmdet/mmseg ``{"state_dict": sd}`` with a
+``backbone.`` prefix (neck and head keys ignored); a bare state dict; DDP's ``module.`` prefix;
+``.safetensors``. Derived buffers (``attn.biases``, ``attn.relative_position_index``) are dropped.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+
+import torch
+
+from ..errors import CheckpointError
+from .config import VARIANTS, CrossFormerConfig
+
+DERIVED = ("attn.biases", "attn.relative_position_index", "attn_mask")
+HEAD_KEYS = ("norm.weight", "norm.bias", "head.weight", "head.bias")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The model's tensors from a checkpoint file, unwrapped and with derived buffers dropped."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            obj = load_file(path)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: refused, the pickle needs code execution to load "
+                              f"(weights_only=True): {first}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({msg})") from None
+    return unwrap(obj, path)
+
+
+def unwrap(obj: object, where: str = "checkpoint") -> dict[str, torch.Tensor]:
+    for key in ("model", "state_dict", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{where}: no state dict of tensors found")
+    sd = {k.removeprefix("module."): v for k, v in obj.items()}
+    if any(k.startswith("backbone.") for k in sd):  # mmdet / mmseg: keep the backbone only
+        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+    return {k: v for k, v in sd.items() if not k.endswith(DERIVED)}
+
+
+def _count(sd: dict, pattern: str) -> int:
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in sd if (m := rx.match(k))})
+
+
+def infer_config(sd: dict[str, torch.Tensor]) -> tuple[CrossFormerConfig, int | None]:
+    """(architecture, class count or None for a backbone checkpoint) read off the tensor shapes."""
+    try:
+        embed_dim = sd["patch_embed.norm.weight"].shape[0]
+        n_stages = _count(sd, r"layers\.(\d+)\.")
+        depths = tuple(_count(sd, rf"layers\.{i}\.blocks\.(\d+)\.") for i in range(n_stages))
+        heads = tuple(sd[f"layers.{i}.blocks.0.attn.pos.pos3.2.weight"].shape[0] for i in range(n_stages))
+        patch_sizes = tuple(sd[f"patch_embed.projs.{k}.weight"].shape[-1]
+                            for k in range(_count(sd, r"patch_embed\.projs\.(\d+)\.")))
+        merges = tuple(
+            tuple(sd[f"layers.{i}.downsample.reductions.{k}.weight"].shape[-1]
+                  for k in range(_count(sd, rf"layers\.{i}\.downsample\.reductions\.(\d+)\.")))
+            for i in range(n_stages - 1))
+        mlp_ratio = sd["layers.0.blocks.0.mlp.fc1.weight"].shape[0] / embed_dim
+    except (KeyError, IndexError):
+        some = ", ".join(sorted(sd)[:3])
+        raise CheckpointError(f"not a CrossFormer checkpoint (keys start {some} ...)") from None
+    cfg = CrossFormerConfig(embed_dim, depths, heads, patch_sizes=patch_sizes, merge_sizes=merges,
+                            mlp_ratio=mlp_ratio)
+    cfg = next((v for v in VARIANTS.values() if v == cfg), cfg)  # names do not take part in ==
+    num_classes = sd["head.weight"].shape[0] if "head.weight" in sd else None
+    return cfg, num_classes
+
+
+def describe(cfg: CrossFormerConfig) -> str:
+    label = f"CrossFormer-{cfg.name.upper()}" if cfg.name in VARIANTS else f"a custom CrossFormer ({cfg.name})"
+    return (f"{label} (embed {cfg.embed_dim}, depths {','.join(map(str, cfg.depths))}, "
+            f"heads {','.join(map(str, cfg.num_heads))})")
+
+
+def load_weights(model: torch.nn.Module, sd: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
+    """Strict load: every parameter present with its shape, nothing unknown (head keys may be
+    surplus for a backbone). Raises CheckpointError naming the first few mismatches."""
+    own = model.state_dict()
+    if getattr(model, "mode", "classifier") == "backbone":
+        sd = {k: v for k, v in sd.items() if k not in HEAD_KEYS}
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in sd and sd[k].shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        problems.append(f"{len(shapes)} with other shapes (e.g. {'; '.join(shapes[:2])})")
+    if problems:
+        raise CheckpointError(f"{where} does not fit the model: " + "; ".join(problems))
+    model.load_state_dict(sd, strict=False)

@@ -1,0 +1,122 @@
+"""CrossFormer (Wang et al., ICLR 2022): classifier and detection/segmentation backbone.
+
+Maps flow channels-last, [B, H, W, C], from the embedding to the head. Nothing in ``forward``
+changes module state, so one instance serves every input size.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import InputSizeError
+from .attention import Attention
+from .config import CrossFormerConfig
+from .embedding import PatchEmbed, PatchMerging
+from .grouping import Size, group_layout
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class CrossFormerBlock(nn.Module):
+    """x + Attn(LN(x)), then x + MLP(LN(x)); SDA (``lda=False``) or LDA grouping."""
+
+    def __init__(self, dim: int, num_heads: int, group_size: int, interval: int, lda: bool,
+                 mlp_ratio: float):
+        super().__init__()
+        self.group_size, self.interval, self.lda = group_size, interval, lda
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor, H: Size, W: Size) -> Tensor:
+        lay = group_layout(H, W, self.group_size, self.interval, self.lda)
+        x = x + self.attn(self.norm1(x), lay)
+        return x + self.mlp(self.norm2(x))
+
+
+class Stage(nn.Module):
+    """Blocks alternating SDA (even index) and LDA (odd), then the optional stride-2 merge."""
+
+    def __init__(self, cfg: CrossFormerConfig, i: int):
+        super().__init__()
+        dim = cfg.stage_dim(i)
+        self.blocks = nn.ModuleList(
+            CrossFormerBlock(dim, cfg.num_heads[i], cfg.group_size, cfg.intervals[i], lda=j % 2 == 1,
+                             mlp_ratio=cfg.mlp_ratio)
+            for j in range(cfg.depths[i])
+        )
+        last = i == cfg.num_stages - 1
+        self.downsample = None if last else PatchMerging(dim, cfg.merge_sizes[i])
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """[B, H, W, C] -> (stage output [B, H, W, C], merged [B, H/2, W/2, 2C] or the same)."""
+        H, W = _hw(x)
+        for blk in self.blocks:
+            x = blk(x, H, W)
+        return x, (x if self.downsample is None else self.downsample(x))
+
+
+def _hw(x: Tensor) -> tuple[Size, Size]:
+    """Map size of a channels-last tensor; 0-d tensors while the ONNX exporter traces."""
+    if torch.jit.is_tracing():
+        shape = torch._shape_as_tensor(x)
+        return shape[1], shape[2]
+    return x.shape[1], x.shape[2]
+
+
+def nearest_valid(n: int, stride: int) -> tuple[int, int]:
+    lo = max(stride, n // stride * stride)
+    return lo, lo + stride
+
+
+def check_input_size(h: int, w: int, stride: int) -> None:
+    """InputSizeError (a ValueError) naming the nearest valid sizes unless H, W are positive multiples of ``stride``."""
+    bad = [(name, n) for name, n in (("height", h), ("width", w)) if n < stride or n % stride]
+    if bad:
+        hints = ", ".join(f"{name} {n} -> {' or '.join(map(str, sorted(set(nearest_valid(n, stride)))))}"
+                          for name, n in bad)
+        raise InputSizeError(f"input size {h}x{w} is not a multiple of {stride} ({hints})")
+
+
+class CrossFormer(nn.Module):
+    """CrossFormer.
+
+    ``mode="classifier"``: image [B, 3, H, W] -> logits [B, num_classes] (final LN, mean pool, Linear).
+    ``mode="backbone"``: image -> the four stage outputs as NCHW maps (no final norm), strides 4..32.
+    """
+
+    def __init__(self, cfg: CrossFormerConfig, mode: str = "classifier", num_classes: int = 1000):
+        super().__init__()
+        if mode not in ("classifier", "backbone"):
+            raise ValueError(f"mode must be 'classifier' or 'backbone', not {mode!r}")
+        self.cfg, self.mode, self.num_classes = cfg, mode, num_classes
+        self.patch_embed = PatchEmbed(cfg.in_chans, cfg.embed_dim, cfg.patch_sizes)
+        self.layers = nn.ModuleList(Stage(cfg, i) for i in range(cfg.num_stages))
+        if mode == "classifier":
+            self.norm = nn.LayerNorm(cfg.num_features)
+            self.head = nn.Linear(cfg.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
+        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            if x.dim() != 4 or x.shape[1] != self.cfg.in_chans:
+                raise InputSizeError(f"expected an image batch [B, {self.cfg.in_chans}, H, W], got {list(x.shape)}")
+            check_input_size(x.shape[2], x.shape[3], self.cfg.stride)
+        x = self.patch_embed(x)
+        feats = []
+        for layer in self.layers:
+            feat, x = layer(x)
+            feats.append(feat)
+        if self.mode == "backbone":
+            return tuple(f.permute(0, 3, 1, 2) for f in feats)
+        x = self.norm(x).flatten(1, 2).mean(dim=1)
+        return self.head(x)

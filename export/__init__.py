@@ -1,0 +1,1 @@
+"""Torch -> ONNX export, graph passes and precision (installed as crossformer_deploy.export)."""
