@@ -14,7 +14,7 @@ import zipfile
 import torch
 
 from ..errors import CheckpointError
-from .config import VARIANTS, CrossFormerConfig
+from .config import TINY, VARIANTS, CrossFormerConfig
 
 DERIVED = ("attn.biases", "attn.relative_position_index", "attn_mask")
 HEAD_KEYS = ("norm.weight", "norm.bias", "head.weight", "head.bias")
@@ -79,13 +79,13 @@ def infer_config(sd: dict[str, torch.Tensor]) -> tuple[CrossFormerConfig, int | 
         raise CheckpointError(f"not a CrossFormer checkpoint (keys start {some} ...)") from None
     cfg = CrossFormerConfig(embed_dim, depths, heads, patch_sizes=patch_sizes, merge_sizes=merges,
                             mlp_ratio=mlp_ratio)
-    cfg = next((v for v in VARIANTS.values() if v == cfg), cfg)  # names do not take part in ==
+    cfg = next((v for v in (*VARIANTS.values(), TINY) if v == cfg), cfg)  # names do not take part in ==
     num_classes = sd["head.weight"].shape[0] if "head.weight" in sd else None
     return cfg, num_classes
 
 
 def describe(cfg: CrossFormerConfig) -> str:
-    label = f"CrossFormer-{cfg.name.upper()}" if cfg.name in VARIANTS else f"a custom CrossFormer ({cfg.name})"
+    label = f"CrossFormer-{cfg.name.upper()}" if cfg.name in VARIANTS else f"CrossFormer ({cfg.name})"
     return (f"{label} (embed {cfg.embed_dim}, depths {','.join(map(str, cfg.depths))}, "
             f"heads {','.join(map(str, cfg.num_heads))})")
 

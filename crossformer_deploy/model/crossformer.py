@@ -5,6 +5,10 @@ changes module state, so one instance serves every input size.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -66,12 +70,26 @@ class Stage(nn.Module):
         return x, (x if self.downsample is None else self.downsample(x))
 
 
+_TRACE_SIZES = contextvars.ContextVar("crossformer_trace_sizes", default=True)
+
+
+@contextlib.contextmanager
+def fixed_size_tracing() -> Iterator[None]:
+    """While tracing, take map sizes as constants (a fixed-size export) instead of graph values."""
+    token = _TRACE_SIZES.set(False)
+    try:
+        yield
+    finally:
+        _TRACE_SIZES.reset(token)
+
+
 def _hw(x: Tensor) -> tuple[Size, Size]:
-    """Map size of a channels-last tensor; 0-d tensors while the ONNX exporter traces."""
-    if torch.jit.is_tracing():
+    """Map size of a channels-last tensor: 0-d tensors while the ONNX exporter traces a dynamic graph,
+    so every size computed from it stays a graph op instead of a constant baked for one input."""
+    if torch.jit.is_tracing() and _TRACE_SIZES.get():
         shape = torch._shape_as_tensor(x)
         return shape[1], shape[2]
-    return x.shape[1], x.shape[2]
+    return int(x.shape[1]), int(x.shape[2])
 
 
 def nearest_valid(n: int, stride: int) -> tuple[int, int]:

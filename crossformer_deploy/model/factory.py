@@ -36,3 +36,39 @@ def create_model(variant: str | CrossFormerConfig | None = "s", weights: str | o
     model = CrossFormer(found, mode, classes or 0)
     load_weights(model, sd, os.fspath(weights))
     return model.eval()
+
+
+def weights_label(weights: str | os.PathLike | None, seed: int = 0) -> str:
+    """How an exported model records its weights, so validation can rebuild the same reference."""
+    if weights is None:
+        return f"random-init seed={seed}"
+    from ..fileio import sha256_file
+
+    return f"{os.path.basename(os.fspath(weights))} sha256={sha256_file(weights)}"
+
+
+def build_model(variant: str | CrossFormerConfig | None, weights: str | os.PathLike | None = None,
+                mode: str = "classifier", num_classes: int | None = None, seed: int = 0) -> CrossFormer:
+    """``create_model``, with untrained weights made reproducible from ``seed`` (export and validate
+    must build the same random model)."""
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return create_model(variant, weights, mode, num_classes)
+
+
+def model_from_label(variant: str | None, label: str, mode: str, num_classes: int,
+                     weights: str | os.PathLike | None = None) -> CrossFormer:
+    """Rebuild the PyTorch model an export was made from (its metadata ``weights`` label)."""
+    if variant.startswith("custom"):
+        variant = None  # a custom architecture: read it off the checkpoint
+    if label.startswith("random-init seed="):
+        return build_model(variant, None, mode, num_classes, seed=int(label.split("=")[1]))
+    if weights is None:
+        raise CheckpointError(f"this model was exported from {label.split(' sha256=')[0]}: pass it with --weights")
+    got = weights_label(weights)
+    if got.split("sha256=")[1] != label.split("sha256=")[-1]:
+        raise CheckpointError(f"{os.fspath(weights)} is not the checkpoint this model was exported from "
+                              f"({label[:80]})")
+    return build_model(variant, weights, mode, num_classes)

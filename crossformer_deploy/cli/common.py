@@ -1,0 +1,79 @@
+"""What every command shares: the error boundary, size parsing, progress."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from ..errors import CrossFormerError, InputSizeError, UsageError
+from ..model.crossformer import nearest_valid
+
+
+def run_main(prog: str, body: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,
+             argv: Sequence[str] | None = None) -> int:
+    """Parse, run, and turn every user error into one line on stderr and exit code 2."""
+    args = parser.parse_args(argv)
+    try:
+        return body(args) or 0
+    except CrossFormerError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def parse_size(text: str, stride: int = 32) -> tuple[int, int]:
+    """"224" -> (224, 224); "256x320" -> (256, 320); both must be multiples of ``stride``."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        h, w = (int(parts[0]),) * 2 if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+        if len(parts) > 2 or h <= 0 or w <= 0:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"size {text!r} is not N or HxW (e.g. 224 or 256x320)") from None
+    for name, n in (("height", h), ("width", w)):
+        if n % stride:
+            lo, hi = nearest_valid(n, stride)
+            raise InputSizeError(f"size {text}: {name} {n} is not a multiple of {stride} (nearest: {lo} or {hi})")
+    return h, w
+
+
+def parse_list(text: str, conv: Callable[[str], object], what: str) -> list:
+    items = [t for t in text.split(",") if t.strip()]
+    if not items:
+        raise UsageError(f"empty {what} list")
+    try:
+        return [conv(t.strip()) for t in items]
+    except ValueError:
+        raise UsageError(f"bad {what} list {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be at least 1")
+    return v
+
+
+class Steps:
+    """A progress bar over named steps on stderr (silent when stderr is not a terminal)."""
+
+    def __init__(self, total: int, desc: str):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, file=sys.stderr, disable=None, leave=False,
+                        bar_format="{desc}: {n_fmt}/{total_fmt} {postfix} [{elapsed}]")
+        self.started = False
+
+    def __call__(self, name: str) -> None:
+        if self.started:
+            self.bar.update(1)
+        self.started = True
+        self.bar.set_postfix_str(name)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,0 +1,95 @@
+"""crossformer-infer: classify images with an exported CrossFormer (ONNX Runtime CPU by default)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ..cache import cache_dir
+from ..errors import UsageError
+from ..export.metadata import ModelInfo
+from ..runtime.classify import classify
+from ..runtime.open import open_runner, read_model_info
+from ..runtime.preprocess import list_images
+from .common import parse_size, positive_int, run_main
+
+EXAMPLES = """examples:
+  crossformer-infer samples/chelsea.jpg
+  crossformer-infer photos/ --variant s --weights crossformer-s.pth --topk 3 --json
+  crossformer-infer img.jpg --model crossformer_s.onnx --provider cuda --batch-size 16
+
+Without --model, the checkpoint (or, with no --weights, an untrained CrossFormer-S) is exported
+to ONNX once and kept in the cache ($CROSSFORMER_DEPLOY_CACHE, default ~/.cache/crossformer-deploy).
+"""
+WEIGHTS_HINT = ("the official ImageNet weights are published by the authors at github.com/cheerss/CrossFormer "
+                "(README, model zoo); pass one with --weights")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="crossformer-infer", description=__doc__.split(":", 1)[1].strip(),
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    src = p.add_argument_group("model (one of)")
+    src.add_argument("--model", help="an exported model: .onnx (ONNX Runtime / OpenVINO) or .plan (TensorRT)")
+    src.add_argument("--variant", choices=["t", "s", "b", "l", "tiny"], help="export this variant (default s)")
+    src.add_argument("--weights", help="checkpoint to export (.pth / .safetensors)")
+    p.add_argument("--provider", choices=["cpu", "cuda", "tensorrt", "openvino"], default="cpu",
+                   help="ONNX execution backend (default cpu)")
+    p.add_argument("--topk", type=positive_int, default=5)
+    p.add_argument("--size", help="input size N or HxW, a multiple of 32 (default: the model's, 224)")
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--threads", type=positive_int, help="CPU threads (default: the runtime's choice)")
+    p.add_argument("--json", action="store_true", help="print JSON (one list) instead of a table")
+    return p
+
+
+def ensure_model(args: argparse.Namespace) -> str:
+    if args.model:
+        if args.variant or args.weights:
+            raise UsageError("give either --model or --variant/--weights, not both")
+        return args.model
+    from ..export.onnx_export import export
+    from ..fileio import sha256_file
+    from ..model.factory import build_model, weights_label
+
+    variant = args.variant or (None if args.weights else "s")
+    tag = sha256_file(args.weights)[:16] if args.weights else "random0"
+    path = os.path.join(cache_dir(), f"crossformer-{variant or 'ckpt'}-{tag}.onnx")
+    if not os.path.exists(path):
+        print(f"exporting {'CrossFormer-' + variant.upper() if variant else args.weights} to ONNX once: {path}",
+              file=sys.stderr)
+        model = build_model(variant, args.weights)
+        info = ModelInfo(variant=variant or model.cfg.name, mode="classifier", num_classes=model.num_classes,
+                         weights=weights_label(args.weights))
+        export(model, path, info)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = list_images(args.images)
+    model_path = ensure_model(args)
+    info = read_model_info(model_path)
+    if info.weights.startswith("random-init"):
+        print(f"warning: {os.path.basename(model_path)} has untrained (random) weights, so its labels are "
+              f"meaningless; {WEIGHTS_HINT}", file=sys.stderr)
+    size = parse_size(args.size, info.stride) if args.size else tuple(info.input_size)
+    with open_runner(model_path, args.provider, args.threads) as runner:
+        preds = classify(runner, info, paths, size, args.topk, args.batch_size)
+    if args.json:
+        json.dump([p.to_json() for p in preds], sys.stdout, indent=1)
+        print()
+    else:
+        for p in preds:
+            print(p.image)
+            for c, name, prob in p.topk:
+                print(f"  {prob * 100:6.2f}%  {name} ({c})")
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_main("crossformer-infer", run, parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

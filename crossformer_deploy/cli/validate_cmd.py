@@ -1,0 +1,127 @@
+"""crossformer-validate: run an exported model and the PyTorch reference on the same inputs, compare."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from ..errors import UsageError
+from ..model.factory import model_from_label
+from ..runtime.classify import fill_batch
+from ..runtime.open import open_runner, read_model_info
+from ..runtime.parity import TOLERANCES, compare
+from ..runtime.preprocess import list_images, load_batch
+from ..runtime.torch_runner import TorchRunner
+from .common import parse_list, parse_size, positive_int, run_main
+
+EXAMPLES = """examples:
+  crossformer-validate --model crossformer_s.onnx --weights crossformer-s.pth
+  crossformer-validate --model s.onnx --sizes 224,256x320,320x448 --batch 1,4
+  crossformer-validate --model s_fp16.onnx --weights s.pth --images val_subset/ --json
+
+Tolerances (per precision): """ + "; ".join(
+    f"{k}: " + ", ".join(f"{f} {v}" for f, v in vars(t).items() if v is not None) for k, t in TOLERANCES.items())
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="crossformer-validate", description=__doc__.split(":", 1)[1].strip(),
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="exported model (.onnx or .plan)")
+    p.add_argument("--weights", help="the checkpoint the model was exported from (not needed for random weights)")
+    p.add_argument("--sizes", help="comma list of N or HxW (default: the model's size; dynamic: 224,256x320)")
+    p.add_argument("--batch", default=None, help="comma list of batch sizes (default 1,3; a fixed-batch model: its)")
+    p.add_argument("--images", help="a folder of images to use instead of random inputs; with one sub-folder "
+                   "per class id (e.g. 0/, 1/ ...) the accuracy of both is reported too")
+    p.add_argument("--provider", choices=["cpu", "cuda", "tensorrt", "openvino"], default="cpu")
+    p.add_argument("--threads", type=positive_int)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--json", action="store_true")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    info = read_model_info(args.model)
+    if info.precision not in TOLERANCES:
+        raise UsageError(f"no tolerance row for precision {info.precision!r}")
+    tol = TOLERANCES[info.precision]
+    if args.sizes:
+        sizes = parse_list(args.sizes, lambda t: parse_size(t, info.stride), "size")
+    else:
+        sizes = [tuple(info.input_size)] + ([(256, 320)] if info.dynamic else [])
+    batches = parse_list(args.batch, int, "batch") if args.batch else ([info.batch] if info.batch else [1, 3])
+    reference = TorchRunner(model_from_label(info.variant, info.weights, info.mode, info.num_classes, args.weights))
+    paths = list_images([args.images]) if args.images else None
+    rng = np.random.default_rng(args.seed)
+    rows, ok_all = [], True
+    with open_runner(args.model, args.provider, args.threads) as runner:
+        for size in sizes:
+            for b in batches:
+                if paths:
+                    x = load_batch([paths[i % len(paths)] for i in range(b)], size, info.crop_ratio, info.mean,
+                                   info.std)
+                else:
+                    x = rng.standard_normal((b, 3, *size), dtype=np.float32)
+                got = runner.run({"image": fill_batch(x, info.batch)})
+                got = {k: v[:b] for k, v in got.items()}
+                ref = reference.run({"image": x})
+                for c in compare(ref, got, tol):
+                    ok_all &= c.passed
+                    rows.append({"size": f"{size[0]}x{size[1]}", "batch": b, **c.to_json()})
+    accuracy = _accuracy(runner_path=args.model, args=args, info=info, reference=reference) if (
+        paths and info.mode == "classifier") else None
+    if args.json:
+        json.dump({"model": args.model, "precision": info.precision, "tolerance": vars(tol), "cases": rows,
+                   "accuracy": accuracy, "passed": ok_all}, sys.stdout, indent=1)
+        print()
+    else:
+        _print_table(args.model, info.precision, rows, accuracy)
+        print("PASS" if ok_all else "FAIL")
+    return 0 if ok_all else 1
+
+
+def _accuracy(runner_path, args, info, reference) -> dict | None:
+    """Top-1 of the runtime and of the reference on a labelled folder (sub-folders named by class id)."""
+    import os
+
+    paths = list_images([args.images])
+    labels = []
+    for p in paths:
+        parent = os.path.basename(os.path.dirname(p))
+        if not parent.isdigit():
+            return None
+        labels.append(int(parent))
+    size = tuple(info.input_size)
+    bs = info.batch or 32
+    hits = {"runtime": 0, "reference": 0}
+    with open_runner(runner_path, args.provider, args.threads) as runner:
+        for s in range(0, len(paths), bs):
+            x = load_batch(paths[s:s + bs], size, info.crop_ratio, info.mean, info.std)
+            y = np.asarray(labels[s:s + bs])
+            got = next(iter(runner.run({"image": fill_batch(x, info.batch)}).values()))[: len(y)]
+            ref = next(iter(reference.run({"image": x}).values()))
+            hits["runtime"] += int((got.argmax(-1) == y).sum())
+            hits["reference"] += int((ref.argmax(-1) == y).sum())
+    return {"images": len(paths), **{k: v / len(paths) for k, v in hits.items()}}
+
+
+def _print_table(model: str, precision: str, rows: list[dict], accuracy: dict | None) -> None:
+    print(f"{model} ({precision}) vs PyTorch")
+    print(f"{'size':>9} {'batch':>5} {'output':>8} {'max|abs|':>10} {'max|rel|':>10} {'cosine':>10} "
+          f"{'top1':>6}  result")
+    for r in rows:
+        top1 = "-" if r["top1"] is None else f"{r['top1']:.3f}"
+        print(f"{r['size']:>9} {r['batch']:>5} {r['output']:>8} {r['max_abs']:10.2e} {r['max_rel']:10.2e} "
+              f"{r['cosine']:10.7f} {top1:>6}  {'PASS' if r['passed'] else 'FAIL'}")
+    if accuracy:
+        print(f"accuracy on {accuracy['images']} labelled images: runtime {accuracy['runtime'] * 100:.2f} %, "
+              f"reference {accuracy['reference'] * 100:.2f} %")
+
+
+def main(argv=None) -> int:
+    return run_main("crossformer-validate", run, parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

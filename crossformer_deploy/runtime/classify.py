@@ -1,0 +1,59 @@
+"""Images in, top-k labels out, through any runner."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UsageError
+from ..export.metadata import ModelInfo
+from .labels import class_names
+from .preprocess import load_batch
+from .runner import Runner
+
+
+@dataclass(frozen=True)
+class Prediction:
+    image: str
+    topk: list[tuple[int, str, float]]  # (class id, label, probability)
+
+    def to_json(self) -> dict:
+        return {"image": self.image, "topk": [{"class": c, "label": n, "prob": round(p, 6)} for c, n, p in self.topk]}
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def top_k(logits: np.ndarray, k: int, names: Sequence[str]) -> list[list[tuple[int, str, float]]]:
+    probs = softmax(logits.astype(np.float64))
+    idx = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    return [[(int(i), names[i], float(p[i])) for i in row] for row, p in zip(idx, probs)]
+
+
+def fill_batch(x: np.ndarray, batch: int | None) -> np.ndarray:
+    """Pad a short last batch up to a fixed-batch model's size (the extra rows are dropped after)."""
+    if batch is None or len(x) == batch:
+        return x
+    return np.concatenate([x, np.zeros((batch - len(x), *x.shape[1:]), x.dtype)])
+
+
+def classify(runner: Runner, info: ModelInfo, paths: Sequence[str], size: tuple[int, int], topk: int = 5,
+             batch_size: int = 8, on_batch: Callable[[int], None] | None = None) -> list[Prediction]:
+    if info.mode != "classifier":
+        raise UsageError("this model is a backbone (feature maps, no labels); crossformer-infer needs a classifier")
+    names = class_names(info.num_classes)
+    k = min(topk, info.num_classes)
+    bs = info.batch or batch_size
+    preds: list[Prediction] = []
+    for start in range(0, len(paths), bs):
+        chunk = paths[start:start + bs]
+        x = load_batch(chunk, size, info.crop_ratio, info.mean, info.std)
+        out = runner.run({"image": fill_batch(x, info.batch)})
+        logits = next(iter(out.values()))[: len(chunk)]
+        preds += [Prediction(p, t) for p, t in zip(chunk, top_k(logits, k, names))]
+        if on_batch:
+            on_batch(len(chunk))
+    return preds

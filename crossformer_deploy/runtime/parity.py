@@ -1,0 +1,68 @@
+"""Compare a runtime's outputs with the PyTorch reference, against a tolerance table per precision.
+
+Absolute/relative differences and the pass/fail on them come from Polygraphy's SimpleCompareFunc;
+cosine and top-1 agreement (which Polygraphy has no notion of) are computed here.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    max_abs: float | None = None  # bound on max |a - b|
+    min_cosine: float | None = None  # bound on the worst per-sample cosine
+    min_top1: float | None = None  # bound on top-1 agreement (classifiers, whole run)
+
+
+# DESIGN.md §4. FP16/INT8 are bounded by cosine: absolute error scales with the logits.
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(max_abs=1e-4),
+    "fp16": Tolerance(min_cosine=0.9995),
+    "int8": Tolerance(min_cosine=0.99),
+}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    output: str
+    max_abs: float
+    max_rel: float
+    cosine: float  # worst sample
+    top1: float | None  # fraction of samples whose argmax agrees (classifier logits)
+    passed: bool
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.reshape(len(a), -1).astype(np.float64)
+    b = b.reshape(len(b), -1).astype(np.float64)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.where(den > 0, (a * b).sum(1) / np.maximum(den, 1e-300), 1.0)
+
+
+def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tol: Tolerance,
+            logits: str | None = "logits") -> list[Comparison]:
+    from polygraphy.comparator.compare import SimpleCompareFunc
+    from polygraphy.comparator.struct import IterationResult
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.CRITICAL  # our table is the report, not Polygraphy's log
+    atol = tol.max_abs if tol.max_abs is not None else np.inf
+    poly = SimpleCompareFunc(atol=atol, rtol=0.0, check_error_stat="max", check_shapes=True)(
+        IterationResult({k: ref[k] for k in got}, runner_name="reference"),
+        IterationResult(got, runner_name="runtime"))
+    out = []
+    for name, r in poly.items():
+        cos = float(cosine_rows(got[name], ref[name]).min())
+        top1 = None
+        if name == logits:
+            top1 = float((got[name].argmax(-1) == ref[name].argmax(-1)).mean())
+        ok = bool(r) and (tol.min_cosine is None or cos >= tol.min_cosine) and (
+            tol.min_top1 is None or top1 is None or top1 >= tol.min_top1)
+        out.append(Comparison(name, float(r.max_absdiff), float(r.max_reldiff), cos, top1, ok))
+    return out

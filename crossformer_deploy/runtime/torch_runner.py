@@ -1,0 +1,32 @@
+"""The PyTorch model as a runner: the reference every other backend is compared with."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..model.crossformer import CrossFormer
+from .runner import Runner, TensorSpec
+
+
+class TorchRunner(Runner):
+    name = "pytorch"
+
+    def __init__(self, model: CrossFormer, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.model, self.dtype = model.eval(), dtype
+
+    def _load(self) -> None:
+        pass
+
+    def _specs(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        names = ["logits"] if self.model.mode == "classifier" else [f"stage{i + 1}" for i in range(4)]
+        f32 = np.dtype(np.float32)
+        return ([TensorSpec("image", (None, self.model.cfg.in_chans, None, None), f32)],
+                [TensorSpec(n, (), f32) for n in names])
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = torch.from_numpy(feeds["image"])
+        with torch.no_grad(), torch.autocast("cpu", dtype=self.dtype, enabled=self.dtype != torch.float32):
+            out = self.model(x)
+        outs = (out,) if isinstance(out, torch.Tensor) else out
+        return {s.name: o.float().numpy() for s, o in zip(self.outputs, outs)}

@@ -1,0 +1,39 @@
+"""Side-by-side timing: candidates run interleaved, round by round, so drift hits all alike."""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Timing:
+    name: str
+    median_ms: float
+    p90_ms: float
+    runs: int
+
+    def ratio_to(self, base: Timing) -> float:
+        """Speed-up of this over ``base`` (> 1 is faster)."""
+        return base.median_ms / self.median_ms
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 3,
+                on_round: Callable[[int], None] | None = None) -> dict[str, Timing]:
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - t0) * 1e3)
+        if on_round:
+            on_round(r)
+    out = {}
+    for name, s in samples.items():
+        s = sorted(s)
+        out[name] = Timing(name, statistics.median(s), s[min(len(s) - 1, int(0.9 * len(s)))], len(s))
+    return out

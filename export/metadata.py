@@ -1,0 +1,50 @@
+"""What an exported model says about itself (ONNX ``metadata_props``), so runtimes need no flags."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_RATIO = 0.875
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything a runtime needs to feed the model and read its outputs."""
+
+    variant: str
+    mode: str  # classifier | backbone
+    num_classes: int
+    weights: str  # "random-init seed=N" or "<file name> sha256=<hex>"
+    input_size: tuple[int, int] = (224, 224)  # export size; the only size of a static graph
+    dynamic: bool = True  # H and W dynamic
+    batch: int | None = None  # fixed batch, or None for dynamic
+    precision: str = "fp32"
+    target: str = "plain"
+    stride: int = 32
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    crop_ratio: float = CROP_RATIO
+    input_layout: str = "NCHW float32 RGB; pixels in [0, 1], then (x - mean) / std"
+    extra: dict = field(default_factory=dict)
+
+    def to_props(self) -> dict[str, str]:
+        props = {}
+        for k, v in asdict(self).items():
+            props[k] = v if isinstance(v, str) else json.dumps(v)
+        return props
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> ModelInfo:
+        kw = {}
+        for f in fields(cls):
+            if f.name not in props:
+                continue
+            v = props[f.name]
+            if f.type != "str":
+                v = json.loads(v)
+                if isinstance(v, list):
+                    v = tuple(v)
+            kw[f.name] = v
+        return cls(**kw)

@@ -1,0 +1,112 @@
+"""PyTorch CrossFormer -> one ONNX graph with dynamic batch, height and width.
+
+Exporter choice: the TorchScript-based ``torch.onnx.export(dynamo=False)``. The model is written so
+that every size it computes is a graph value (see model/grouping.py), which this exporter records as
+Shape/Range/arithmetic ops: one trace gives a graph that is right at every size, in seconds. The
+dynamo exporter needed ``torch.export(strict=False)`` with hand-made dynamic shapes, took minutes even
+for a tiny config, and left more shape arithmetic to fold (DESIGN.md §2b).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from collections.abc import Callable
+
+import onnx
+import torch
+
+from .. import __version__
+from ..errors import UsageError
+from ..fileio import atomic_path, check_output_path
+from ..model.crossformer import CrossFormer, fixed_size_tracing
+from .metadata import ModelInfo
+
+DEFAULT_OPSET = 17
+
+
+def output_names(model: CrossFormer) -> list[str]:
+    return ["logits"] if model.mode == "classifier" else [f"stage{i + 1}" for i in range(model.cfg.num_stages)]
+
+
+def dynamic_axes(model: CrossFormer, dynamic_size: bool, dynamic_batch: bool) -> dict[str, dict[int, str]]:
+    axes: dict[str, dict[int, str]] = {"image": {}}
+    if dynamic_batch:
+        axes["image"][0] = "batch"
+    if dynamic_size:
+        axes["image"].update({2: "height", 3: "width"})
+    for i, name in enumerate(output_names(model)):
+        ax = {0: "batch"} if dynamic_batch else {}
+        if dynamic_size and model.mode == "backbone":
+            ax.update({2: f"height_s{4 * 2**i}", 3: f"width_s{4 * 2**i}"})
+        axes[name] = ax
+    return {k: v for k, v in axes.items() if v}
+
+
+def to_onnx(model: CrossFormer, info: ModelInfo, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Trace ``model`` into an ONNX model (in memory) carrying ``info`` as metadata_props."""
+    if opset < 17:
+        raise UsageError(f"opset {opset} is too old: LayerNormalization needs opset >= 17")
+    h, w = info.input_size
+    model.eval()
+    dummy = torch.randn(info.batch or 1, model.cfg.in_chans, h, w)
+    axes = dynamic_axes(model, info.dynamic, info.batch is None)
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about sizes: sizes are graph values by design
+        ctx = fixed_size_tracing() if not info.dynamic else _nullcontext()
+        with ctx:
+            torch.onnx.export(model, (dummy,), buf, dynamo=False, opset_version=opset,
+                              input_names=["image"], output_names=output_names(model),
+                              dynamic_axes=axes, do_constant_folding=True)
+    proto = onnx.load_from_string(buf.getvalue())
+    props = {**info.to_props(), "dynamic_axes": json.dumps(axes), "version": __version__,
+             "producer": f"crossformer-deploy {__version__} (torch {torch.__version__})"}
+    set_metadata(proto, props)
+    return proto
+
+
+def set_metadata(proto: onnx.ModelProto, props: dict[str, str]) -> None:
+    existing = {p.key: p for p in proto.metadata_props}
+    for k, v in props.items():
+        if k in existing:
+            existing[k].value = v
+        else:
+            proto.metadata_props.add(key=k, value=v)
+
+
+def read_info(proto: onnx.ModelProto) -> ModelInfo:
+    return ModelInfo.from_props({p.key: p.value for p in proto.metadata_props})
+
+
+def save_onnx(proto: onnx.ModelProto, path: str | os.PathLike, check: bool = True) -> None:
+    """Check (full shape inference) and write atomically: temp file in the same directory + rename."""
+    path = check_output_path(path)
+    if check:
+        onnx.checker.check_model(proto, full_check=True)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, tmp)
+
+
+def export(model: CrossFormer, path: str | os.PathLike, info: ModelInfo, opset: int = DEFAULT_OPSET,
+           step: Callable[[str], None] | None = None) -> onnx.ModelProto:
+    """Trace, check and write ``model``; ``step`` is told each stage's name (for a progress display)."""
+    check_output_path(path)
+    (step or _quiet)("tracing to ONNX")
+    proto = to_onnx(model, info, opset)
+    (step or _quiet)("checking and writing")
+    save_onnx(proto, path)
+    return proto
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
