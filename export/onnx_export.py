@@ -61,7 +61,11 @@ def to_onnx(model: CrossFormer, info: ModelInfo, opset: int = DEFAULT_OPSET) -> 
                               input_names=["image"], output_names=output_names(model),
                               dynamic_axes=axes, do_constant_folding=True)
     proto = onnx.load_from_string(buf.getvalue())
+    cfg = model.cfg
+    arch = {"embed_dim": cfg.embed_dim, "depths": list(cfg.depths), "num_heads": list(cfg.num_heads),
+            "group_size": cfg.group_size, "intervals": list(cfg.intervals)}
     props = {**info.to_props(), "dynamic_axes": json.dumps(axes), "version": __version__,
+             "architecture": json.dumps(arch),
              "producer": f"crossformer-deploy {__version__} (torch {torch.__version__})"}
     set_metadata(proto, props)
     return proto

@@ -1,20 +1,33 @@
-"""crossformer-export: a CrossFormer checkpoint -> ONNX (dynamic batch/height/width by default)."""
+"""crossformer-export: a CrossFormer checkpoint -> ONNX (dynamic batch/height/width by default),
+optionally through a target's graph passes, to FP16 or INT8, and on to a TensorRT engine."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 
+from ..errors import UsageError
 from ..export.metadata import ModelInfo
-from ..export.onnx_export import DEFAULT_OPSET, export
+from ..export.onnx_export import DEFAULT_OPSET, save_onnx, set_metadata, to_onnx
+from ..export.pipeline import TARGETS, run_pipeline
 from ..fileio import check_output_path
 from ..model.factory import build_model, weights_label
 from .common import Steps, parse_size, positive_int, run_main
 
 EXAMPLES = """examples:
   crossformer-export --variant s --weights crossformer-s.pth -o crossformer_s.onnx
-  crossformer-export --variant t --static 224x224 --batch 1 -o t_224.onnx
+  crossformer-export --variant s --static 224x224 --batch 1 --target onnxruntime --explain -o s_ort.onnx
+  crossformer-export --variant s --weights s.pth --fp16 --target tensorrt --max-size 384x384 -o s_trt.onnx
+  crossformer-export --variant s --weights s.pth --int8 --calib imagenet_val/ --calib-count 512 -o s_int8.onnx
+  crossformer-export --variant s --weights s.pth --fp16 --target tensorrt --engine s.plan \\
+      --shapes min:1x224x224,opt:8x224x224,max:32x384x384 -o s_trt.onnx
   crossformer-export --weights mask_rcnn_cross_s.pth --mode backbone -o backbone.onnx
+
+targets: plain (the exporter's graph), onnxruntime / openvino (folded shape arithmetic; with a static
+size or --max-size the DPB MLP is precomputed), tensorrt (one crossformer::GroupedAttention plugin node
+per block).
 """
 
 
@@ -32,27 +45,105 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=positive_int, help="fix the batch size (default: dynamic)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--seed", type=int, default=0, help="seed of random weights when no --weights is given")
+    g = p.add_argument_group("graph passes")
+    g.add_argument("--target", choices=TARGETS, default="plain", help="pass pipeline (default plain)")
+    g.add_argument("--max-size", metavar="HxW", help="largest input of a dynamic graph: lets fold_dpb precompute "
+                   "the position bias (for --engine, the profiles' max is used)")
+    g.add_argument("--explain", action="store_true", help="print node counts by op type before/after each pass")
+    q = p.add_argument_group("precision")
+    q.add_argument("--fp16", action="store_true", help="strongly typed FP16 graph (LayerNorm, softmax in fp32)")
+    q.add_argument("--fp16-io", action="store_true", help="with --fp16: FP16 model inputs/outputs too")
+    q.add_argument("--int8", action="store_true", help="INT8 Q/DQ graph, calibrated on --calib images")
+    q.add_argument("--calib", metavar="DIR", help="calibration images (with --int8)")
+    q.add_argument("--calib-count", type=positive_int, default=512, help="calibration images to use (default 512)")
+    q.add_argument("--calib-method", choices=["entropy", "percentile", "minmax"], default="entropy")
+    q.add_argument("--calib-cache", help="calibration cache file (default: in the cache directory)")
+    q.add_argument("--quantize-head", action="store_true", help="with --int8: quantize the classifier head too")
+    e = p.add_argument_group("TensorRT engine")
+    e.add_argument("--engine", help="also build a TensorRT engine here (needs TensorRT and a GPU)")
+    e.add_argument("--shapes", help="engine profile(s), e.g. min:1x224x224,opt:8x224x224,max:32x384x384")
     p.add_argument("-o", "--output", required=True, help="ONNX file to write (atomically)")
     return p
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    if args.fp16 and args.int8:
+        raise UsageError("choose one of --fp16 and --int8")
+    if args.fp16_io and not args.fp16:
+        raise UsageError("--fp16-io needs --fp16")
+    if args.int8 and not args.calib:
+        raise UsageError("--int8 needs --calib DIR (calibration images)")
+    if args.calib and not args.int8:
+        raise UsageError("--calib is for --int8")
+    if args.shapes and not args.engine:
+        raise UsageError("--shapes describes an engine: give --engine PATH too")
+    if args.engine and args.target != "tensorrt":
+        raise UsageError("--engine needs --target tensorrt")
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_args(args)
     check_output_path(args.output)
     size = parse_size(args.static) if args.static else (224, 224)
+    max_size = parse_size(args.max_size) if args.max_size else None
+    if args.engine:
+        from ..engines.profiles import max_size as profiles_max
+        from ..engines.profiles import parse_profiles
+
+        if args.shapes:
+            max_size = profiles_max(parse_profiles(args.shapes))
     variant = args.variant or (None if args.weights else "s")
-    step = Steps(3, "crossformer-export")
+    step = Steps(4 + args.fp16 + args.int8 + bool(args.engine), "crossformer-export")
     t0 = time.perf_counter()
     step("loading model")
     model = build_model(variant, args.weights, args.mode, args.num_classes, seed=args.seed)
     info = ModelInfo(variant=variant or _name(model), mode=args.mode, num_classes=model.num_classes,
                      weights=weights_label(args.weights, args.seed), input_size=size,
                      dynamic=args.static is None, batch=args.batch)
-    export(model, args.output, info, args.opset, step=step)
+    step("tracing to ONNX")
+    proto = to_onnx(model, info, args.opset)
+    step(f"passes for {args.target}")
+    explain = (lambda line: print(line, file=sys.stderr)) if args.explain else None
+    # Precision comes before the fusion so that the fused op sees fp16/Q-DQ inputs; the fp32 passes that
+    # fold shapes run first so the converters see a smaller graph.
+    if args.fp16 or args.int8:
+        pre = "plain" if args.target == "tensorrt" else args.target
+        proto = run_pipeline(proto, pre, max_size, explain)
+        proto = _precision(args, proto, info, step)
+        if args.target == "tensorrt":
+            proto = run_pipeline(proto, "tensorrt", max_size, explain)
+    else:
+        proto = run_pipeline(proto, args.target, max_size, explain)
+    step("checking and writing")
+    save_onnx(proto, args.output)
+    if args.engine:
+        step("building the TensorRT engine")
+        from ..engines.build import build_engine
+
+        build_engine(args.output, args.engine, profiles=args.shapes)
     step.close()
     shape = f"{args.batch or 'B'}x3x{size[0]}x{size[1]}" if args.static else f"{args.batch or 'B'}x3xHxW"
-    print(f"wrote {args.output} ({info.variant}, {args.mode}, input {shape}, "
-          f"{time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+    precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
+    print(f"wrote {args.output} ({info.variant}, {args.mode}, {precision}, target {args.target}, input {shape}, "
+          f"{time.perf_counter() - t0:.1f} s)" + (f"; engine {args.engine}" if args.engine else ""), file=sys.stderr)
     return 0
+
+
+def _precision(args: argparse.Namespace, proto, info: ModelInfo, step: Steps):
+    if args.fp16:
+        step("converting to FP16")
+        from ..export.precision.fp16 import to_fp16
+
+        return to_fp16(proto, fp16_io=args.fp16_io)
+    step("calibrating and quantizing to INT8")
+    from ..export.precision.int8 import quantize_int8
+
+    with tempfile.TemporaryDirectory(prefix="crossformer-int8-") as d:
+        out = quantize_int8(proto, os.path.join(d, "int8.onnx"), args.calib, count=args.calib_count,
+                            method=args.calib_method, size=None if info.dynamic else tuple(info.input_size),
+                            cache_path=args.calib_cache, quantize_head=args.quantize_head)
+    set_metadata(out, {"precision": "int8"})
+    return out
 
 
 def _name(model) -> str:

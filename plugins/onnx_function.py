@@ -1,0 +1,91 @@
+"""``crossformer::GroupedAttention`` as an ONNX function of standard ops: the ONNX Runtime path.
+
+ONNX Runtime inlines model-local functions, so a graph whose attention was fused into one node per
+block still runs (and is checked numerically) on any ONNX Runtime build; the tensorrt target keeps
+the bare nodes for the plugin. The function body is the PyTorch reference (the model's own math)
+traced once per attribute set: one function *overload* per (mode, group size, interval, heads,
+scale), which ONNX (IR >= 10) and ONNX Runtime resolve per node.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+
+import onnx
+import torch
+from onnx import helper
+
+from crossformer_deploy.model.attention import grouped_attention
+from crossformer_deploy.model.grouping import group_layout
+
+DOMAIN = "crossformer"
+OP = "GroupedAttention"
+ATTRS = ("num_heads", "mode", "group_size", "interval", "scale", "plugin_namespace")
+
+
+class _Reference(torch.nn.Module):
+    """qkv [B, H, W, 3C] + centred table [heads, TH, TW] -> [B, H, W, C], traceable at any size."""
+
+    def __init__(self, num_heads: int, mode: str, group_size: int, interval: int, scale: float):
+        super().__init__()
+        self.num_heads, self.lda, self.g, self.i, self.scale = num_heads, mode == "lda", group_size, interval, scale
+
+    def forward(self, qkv: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        shape, tshape = torch._shape_as_tensor(qkv), torch._shape_as_tensor(table)
+        lay = group_layout(shape[1], shape[2], self.g, self.i, self.lda)
+        ch, cw = (tshape[1] - 1) // 2, (tshape[2] - 1) // 2
+        # Crop the centred table to this group's window with index ops: slicing would bake the bounds.
+        rows = torch.arange(ch - (lay.gh - 1), ch + lay.gh)
+        cols = torch.arange(cw - (lay.gw - 1), cw + lay.gw)
+        flat = table.index_select(1, rows).index_select(2, cols).reshape(self.num_heads, -1).t()
+        return grouped_attention(qkv, flat, lay, self.num_heads, self.scale)
+
+
+def overload_name(attrs: dict) -> str:
+    return (f"{attrs['mode']}_g{attrs['group_size']}_i{attrs['interval']}_h{attrs['num_heads']}"
+            f"_s{attrs['scale']:.8g}").replace(".", "p").replace("-", "m")
+
+
+def make_function(attrs: dict, opset: int = 17) -> onnx.FunctionProto:
+    """Trace the reference for one attribute set into a FunctionProto (overload ``overload_name``)."""
+    heads = attrs["num_heads"]
+    module = _Reference(heads, attrs["mode"], attrs["group_size"], attrs["interval"], attrs["scale"])
+    c = 32 * heads
+    qkv, table = torch.randn(1, 14, 14, 3 * c), torch.randn(heads, 31, 31)  # table fits any group of 14x14
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (qkv, table), buf, dynamo=False, opset_version=opset,
+                          input_names=["qkv", "table"], output_names=["out"],
+                          dynamic_axes={"qkv": {0: "B", 1: "H", 2: "W", 3: "C3"}, "table": {1: "TH", 2: "TW"},
+                                        "out": {0: "B", 1: "H", 2: "W"}})
+    g = onnx.load_from_string(buf.getvalue()).graph
+    # Functions have no initializers: turn them into Constant nodes.
+    consts = [helper.make_node("Constant", [], [t.name], value=t) for t in g.initializer]
+    return helper.make_function(DOMAIN, OP, ["qkv", "table"], ["out"], consts + list(g.node),
+                                [helper.make_opsetid("", opset)], attributes=list(ATTRS),
+                                overload=overload_name(attrs))
+
+
+def node_attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) if a.type != onnx.AttributeProto.STRING else a.s.decode()
+            for a in node.attribute}
+
+
+def attach_functions(model: onnx.ModelProto) -> int:
+    """Give every GroupedAttention node its function overload, so ONNX Runtime can run the model.
+    Returns the number of nodes bound."""
+    made: dict[str, onnx.FunctionProto] = {f.overload: f for f in model.functions if f.domain == DOMAIN}
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    bound = 0
+    for node in model.graph.node:
+        if node.domain == DOMAIN and node.op_type == OP:
+            attrs = node_attrs(node)
+            name = overload_name(attrs)
+            if name not in made:
+                made[name] = make_function(attrs, opset)
+                model.functions.append(made[name])
+            node.overload = name
+            bound += 1
+    model.ir_version = max(model.ir_version, 10)  # overloads need IR 10
+    return bound

@@ -1,0 +1,360 @@
+"""crossformer::GroupedAttention: PyTorch reference, Triton kernel, TensorRT registration.
+
+The Triton kernel runs under Triton's CPU interpreter, which must be switched on (TRITON_INTERPRET=1)
+before the kernel is decorated. To keep that setting out of this pytest process (other tests, and the
+AOT compile below, want normal Triton), all kernel launches run in ONE subprocess: this file executed
+as a script (``python tests/test_grouped_attention_kernel.py --worker``), which prints the max diffs of
+every case as JSON; the parametrized tests below assert on them.
+"""
+import json
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+import torch
+
+from crossformer_deploy.model.attention import grouped_attention
+from crossformer_deploy.model.grouping import group_layout
+from crossformer_deploy.model.position_bias import DynamicPosBias
+from crossformer_deploy.plugins.reference import (
+    centred_table,
+    check_inputs,
+    crop_table,
+    grouped_attention_reference,
+    pad_table,
+)
+
+FP32_TOL = 1e-5
+FP16_TOL = 2e-3
+
+# name: (B, H, W, heads, head_dim, mode, G, I, dtype, table_dtype, table_pad, block)
+# table_pad: extra rows/cols on each side of the exact-size table (NaN-filled: must never be read);
+# block: BLOCK_M = BLOCK_N forced small so that N spans several key blocks (None: the launcher's choice).
+CASES = {
+    "lda_pad_4x5": (1, 13, 19, 2, 8, "lda", 7, 4, "fp32", "fp32", 0, 16),
+    "lda_pad_4x5_b2_fp16_bigtable": (2, 13, 19, 2, 8, "lda", 7, 4, "fp16", "fp32", 2, 16),
+    "lda_pad_4x5_fp16_fp16table": (1, 13, 19, 2, 8, "lda", 7, 4, "fp16", "fp16", 1, None),
+    "sda_pad_9x16": (1, 9, 16, 2, 8, "sda", 7, 4, "fp32", "fp32", 0, None),
+    "sda_pad_9x16_b2_blocks16_bigtable": (2, 9, 16, 2, 8, "sda", 7, 4, "fp32", "fp32", 3, 16),
+    "sda_pad_9x16_fp16": (1, 9, 16, 3, 8, "sda", 7, 4, "fp16", "fp32", 0, 16),
+    "small_lda_as_sda_5x9": (2, 5, 9, 2, 8, "lda", 7, 4, "fp32", "fp32", 1, 16),
+    "small_sda_3x4_fp16": (1, 3, 4, 2, 8, "sda", 7, 4, "fp16", "fp16", 0, None),
+    "small_7x9_lda_i1": (1, 7, 9, 2, 8, "lda", 7, 1, "fp32", "fp32", 0, None),
+    "lda_i2_8x12_hd32": (1, 8, 12, 1, 32, "lda", 7, 2, "fp32", "fp32", 0, None),
+    "lda_i1_full_8x10_N80": (1, 8, 10, 2, 8, "lda", 7, 1, "fp32", "fp32", 0, None),
+    "lda_i1_full_8x10_N80_fp16": (1, 8, 10, 2, 8, "lda", 7, 1, "fp16", "fp32", 2, None),
+    "sda_head_dim_12": (1, 10, 8, 2, 12, "sda", 7, 4, "fp32", "fp32", 0, 16),
+}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+def _case_inputs(case):
+    B, H, W, heads, hd, mode, G, iv, dt, tdt, pad, _ = case
+    lay = group_layout(H, W, G, iv, mode == "lda")
+    gen = torch.Generator().manual_seed(H * 1000 + W * 10 + heads)
+    qkv = torch.randn(B, H, W, 3 * heads * hd, generator=gen).to(DTYPES[dt])
+    table = torch.randn(heads, 2 * lay.gh - 1, 2 * lay.gw - 1, generator=gen).to(DTYPES[tdt])
+    if pad:
+        table = pad_table(table, table.shape[1] + 2 * pad, table.shape[2] + 2 * pad)
+    return qkv, table, (heads, mode, G, iv, hd**-0.5)
+
+
+def _worker() -> None:
+    """Runs in the subprocess, with the interpreter switched on before Triton decorates the kernel."""
+    os.environ["TRITON_INTERPRET"] = "1"
+    torch.set_num_threads(1)
+    from crossformer_deploy.plugins import triton_kernel as tk
+
+    results = {}
+    for name, case in CASES.items():
+        qkv, table, attrs = _case_inputs(case)
+        # fp32 reference on exactly the (rounded) inputs the kernel sees
+        ref = grouped_attention_reference(qkv.float(), table.float(), *attrs)
+        out = tk.grouped_attention_triton(qkv, table, *attrs, block_m=case[-1], block_n=case[-1])
+        results[name] = {"max_abs": (out.float() - ref).abs().max().item(), "dtype": str(out.dtype),
+                         "shape": list(out.shape)}
+    # a table smaller than the group needs, passed straight to the kernel (the launcher would refuse it):
+    # the output must be NaN (no out-of-bounds read, no silent garbage)
+    qkv, table, _ = _case_inputs(CASES["lda_pad_4x5"])
+    sc = tk.layout_scalars(13, 19, 7, 4, True)
+    out = torch.zeros(1, 13, 19, 16)
+    tk.grouped_attention_kernel[(sc["nh"] * sc["nw"], 2, 2)](
+        qkv, table[:, 1:-1, 1:-1].contiguous(), 13, 19, *(sc[k] for k in ("gh", "gw", "nh", "nw", "s_out", "s_in")),
+        5, 7, out, NUM_HEADS=2, HEAD_DIM=8, SCALE=0.3, BLOCK_M=16, BLOCK_N=16, BLOCK_D=16)
+    results["_small_table_all_nan"] = bool(out.isnan().all())
+    print(json.dumps(results))
+
+
+@pytest.fixture(scope="module")
+def kernel_results():
+    pytest.importorskip("triton", reason="OpenAI Triton is not installed (`pip install triton`)")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, __file__, "--worker"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, f"kernel worker failed:\n{proc.stderr[-4000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_triton_kernel_matches_reference(kernel_results, name):
+    r = kernel_results[name]
+    B, H, W, heads, hd = CASES[name][:5]
+    assert r["shape"] == [B, H, W, heads * hd]
+    assert r["dtype"] == str(DTYPES[CASES[name][8]])
+    tol = FP32_TOL if CASES[name][8] == "fp32" else FP16_TOL
+    assert r["max_abs"] <= tol, f"{name}: max abs diff {r['max_abs']:.3g} > {tol}"
+
+
+def test_triton_kernel_too_small_table_gives_nan(kernel_results):
+    assert kernel_results["_small_table_all_nan"]
+
+
+# --- reference vs the model ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("H,W,mode,iv", [(13, 19, "lda", 4), (9, 16, "sda", 8), (5, 9, "lda", 4), (7, 9, "lda", 1),
+                                        (16, 16, "lda", 2), (3, 3, "sda", 8)])
+def test_reference_is_the_model_exactly(H, W, mode, iv):
+    torch.manual_seed(0)
+    heads, hd = 3, 4
+    pos = DynamicPosBias(48, heads)  # 48 // 16 = 3 hidden units
+    lay = group_layout(H, W, 7, iv, mode == "lda")
+    flat = pos.table(lay.gh, lay.gw).detach()
+    qkv = torch.randn(2, H, W, 3 * heads * hd)
+    expected = grouped_attention(qkv, flat, lay, heads, hd**-0.5)
+    exact = centred_table(flat, lay.gh, lay.gw)
+    assert torch.equal(grouped_attention_reference(qkv, exact, heads, mode, 7, iv, hd**-0.5), expected)
+    big = pad_table(exact, exact.shape[1] + 4, exact.shape[2] + 2)  # NaN padding: must never be read
+    assert torch.equal(grouped_attention_reference(qkv, big, heads, mode, 7, iv, hd**-0.5), expected)
+
+
+def test_centred_table_convention():
+    """Entry [h, ch + dh, cw + dw] is the DPB of offset (dh, dw); pad/crop round-trip."""
+    torch.manual_seed(0)
+    pos = DynamicPosBias(64, 2)
+    gh, gw = 3, 4
+    t = centred_table(pos.table(gh, gw).detach(), gh, gw)
+    for dh, dw in [(0, 0), (2, -3), (-1, 1), (-2, 3)]:
+        direct = pos(torch.tensor([[float(dh), float(dw)]])).detach()[0]
+        assert torch.allclose(t[:, gh - 1 + dh, gw - 1 + dw], direct, atol=1e-6)
+    big = pad_table(t, 9, 11)
+    assert torch.equal(crop_table(big, gh, gw), pos.table(gh, gw).detach())
+
+
+@pytest.mark.parametrize("change,error", [
+    (dict(table_shape=(3, 6, 9)), ValueError),  # even size
+    (dict(table_shape=(3, 5, 9)), ValueError),  # too small for a 4x5 group (needs 7x9)
+    (dict(table_shape=(2, 7, 9)), ValueError),  # wrong number of heads
+    (dict(qkv_shape=(1, 13, 19, 3 * 10)), ValueError),  # C = 10 not divisible by 3 heads
+    (dict(qkv_shape=(1, 13, 19, 3 * 12 + 1)), ValueError),
+    (dict(qkv_shape=(1, 0, 19, 36)), ValueError),
+    (dict(mode="swin"), ValueError),
+    (dict(qkv_dtype=torch.bfloat16), TypeError),
+    (dict(qkv_dtype=torch.float32, table_dtype=torch.float16), TypeError),
+])
+def test_check_inputs_rejects(change, error):
+    args = dict(qkv_shape=(1, 13, 19, 36), qkv_dtype=torch.float16, table_shape=(3, 7, 9),
+                table_dtype=torch.float32, num_heads=3, mode="lda", group_size=7, interval=4)
+    check_inputs(**args)  # the unchanged arguments are valid
+    with pytest.raises(error):
+        check_inputs(**{**args, **change})
+
+
+# --- layout arithmetic shared by the launcher and the TensorRT plugin ---------------------------------
+
+def _v(x):
+    """The int behind a StrictSym (or the int itself)."""
+    return x.v if isinstance(x, StrictSym) else x
+
+
+class StrictSym:
+    """Stand-in for TensorRT's symbolic shape expressions: +, -, *, //, < with the symbol on the LEFT
+    only (no reflected operators, no bool()), so the layout code must be written the way TensorRT needs."""
+
+    def __init__(self, v: int):
+        self.v = int(v)
+
+    def __add__(self, o): return StrictSym(self.v + _v(o))
+    def __sub__(self, o): return StrictSym(self.v - _v(o))
+    def __mul__(self, o): return StrictSym(self.v * _v(o))
+    def __floordiv__(self, o): return StrictSym(self.v // _v(o))
+    def __lt__(self, o): return StrictSym(self.v < _v(o))
+
+    def __bool__(self):
+        raise AssertionError("layout code branched on a symbolic value")
+
+    @property
+    def is_constant(self):
+        return True
+
+    def constant_value(self):
+        return self.v
+
+
+def _sym_op(f):
+    def op(a, b):
+        assert isinstance(a, StrictSym) or isinstance(b, StrictSym), "trtp.min/max/cdiv refuse two ints"
+        return StrictSym(f(_v(a), _v(b)))
+    return op
+
+
+SYM_OPS = types.SimpleNamespace(min=_sym_op(min), max=_sym_op(max), cdiv=_sym_op(lambda a, b: -(-a // b)))
+
+
+def test_layout_scalars_match_group_layout():
+    from crossformer_deploy.plugins.triton_kernel import layout_scalars
+
+    for G, iv in [(7, 8), (7, 4), (7, 2), (7, 1), (3, 2)]:
+        for lda in (False, True):
+            for H in range(1, 27):
+                for W in range(1, 27, 3):
+                    lay = group_layout(H, W, G, iv, lda)
+                    want = dict(gh=lay.gh, gw=lay.gw, nh=lay.nh, nw=lay.nw, s_out=lay.s_out, s_in=lay.s_in)
+                    assert layout_scalars(H, W, G, iv, lda) == want, (H, W, G, iv, lda)
+                    sym = layout_scalars(StrictSym(H), StrictSym(W), G, iv, lda, ops=SYM_OPS)
+                    assert {k: _v(v) for k, v in sym.items()} == want, (H, W, G, iv, lda)
+
+
+# --- TensorRT ------------------------------------------------------------------------------------------
+
+def test_tensorrt_plugin_imports_without_tensorrt():
+    from crossformer_deploy.plugins import tensorrt_plugin
+
+    assert tensorrt_plugin.PLUGIN_ID == "crossformer::GroupedAttention"
+    if "tensorrt" in tensorrt_plugin.missing_requirements():
+        with pytest.raises(RuntimeError, match="tensorrt"):
+            tensorrt_plugin.register()
+
+
+def test_triton_kernel_module_imports_without_triton():
+    code = ("import sys; sys.modules['triton'] = None\n"
+            "from crossformer_deploy.plugins import triton_kernel as tk\n"
+            "import torch\n"
+            "try:\n"
+            "    tk.grouped_attention_triton(torch.zeros(1, 7, 7, 6), torch.zeros(1, 13, 13), 1, 'sda', 7, 1, 1.0)\n"
+            "except RuntimeError as e:\n"
+            "    assert 'triton' in str(e).lower(); print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_tensorrt_register_for_real():
+    pytest.importorskip("tensorrt", reason="TensorRT is not installable on this machine (registry stubs only); "
+                                           "the registration was written against the documented API, untested")
+    import tensorrt as trt
+
+    from crossformer_deploy.plugins import tensorrt_plugin
+
+    tensorrt_plugin.register()
+    ns, name = tensorrt_plugin.PLUGIN_NAMESPACE, tensorrt_plugin.PLUGIN_NAME
+    assert trt.get_plugin_registry().get_creator(name, "1", ns) is not None
+
+
+def _cuda_target():
+    """A CUDA target for Triton's compiler, or skip if this Triton cannot compile for one without a GPU."""
+    triton = pytest.importorskip("triton", reason="OpenAI Triton is not installed (`pip install triton`)")
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+
+    @triton.jit
+    def probe(x_ptr, BLOCK: tl.constexpr):
+        tl.store(x_ptr + tl.arange(0, BLOCK), tl.arange(0, BLOCK).to(tl.float32))
+
+    target = GPUTarget("cuda", 90, 32)
+    fn = probe if isinstance(probe, triton.runtime.JITFunction) else triton.runtime.JITFunction(probe.fn)
+    try:
+        triton.compile(triton.compiler.ASTSource(fn=fn, signature={"x_ptr": "*fp32"}, constexprs={"BLOCK": 16}),
+                       target=target)
+    except Exception as e:  # e.g. a Triton build without the NVIDIA backend
+        pytest.skip(f"Triton cannot compile for a CUDA target without a GPU here: {type(e).__name__}: {e}")
+    return target
+
+
+def test_aot_compile_to_ptx_without_gpu():
+    """What the TensorRT AOT plugin embeds: PTX whose parameters follow TensorRT's AOT calling
+    convention (input pointers, int32 extra args, output pointer; Triton appends unused scratch pointers)."""
+    import re
+
+    from crossformer_deploy.plugins.triton_kernel import SCALAR_ARGS, compile_aot
+
+    target = _cuda_target()
+    k = compile_aot(torch.float32, torch.float32, num_heads=3, head_dim=32, scale=32**-0.5, target=target)
+    ptx = k.asm["ptx"]
+    assert ".entry" in ptx and f".entry {k.metadata.name}(" in ptx
+    params = re.search(r"\.entry\s+\w+\((.*?)\)", ptx, re.S).group(1).split(",")
+    kinds = ["ptr" if ".ptr" in p or ".u64" in p else "u32" if ".u32" in p else "?" for p in params]
+    n_scalar = len(SCALAR_ARGS)
+    assert kinds[:3 + n_scalar] == ["ptr", "ptr"] + ["u32"] * n_scalar + ["ptr"]
+    assert k.metadata.shared <= 48 * 1024  # no opt-in to large dynamic shared memory needed
+    assert k.metadata.global_scratch_size == 0  # the trailing scratch pointers are never dereferenced
+
+
+def test_tensorrt_aot_impl_logic_with_fake_trtp(monkeypatch):
+    """Drive register/aot_impl with a stand-in of tensorrt.plugin (symbolic dims as StrictSym): checks the
+    signatures' schemas, the output shape, the launch grid and the extra args for a concrete size.
+    The real TensorRT behaviour is not verified by this (see README)."""
+    target = _cuda_target()
+    from crossformer_deploy.plugins import tensorrt_plugin
+    from crossformer_deploy.plugins import triton_kernel as tk
+
+    defs = {}
+
+    def deco(kind):
+        def outer(plugin_id):
+            assert plugin_id == "crossformer::GroupedAttention"
+
+            def inner(fn):
+                defs[kind] = fn
+                return fn
+            return inner
+        return outer
+
+    class Desc:
+        def __init__(self, shape, dtype):
+            self.shape_expr, self.dtype = tuple(StrictSym(s) for s in shape), dtype
+
+    class LaunchParams:
+        pass
+
+    fake_trt = types.ModuleType("tensorrt")
+    fake_trt.float32, fake_trt.float16 = "f32", "f16"
+    trtp = types.SimpleNamespace(
+        register=deco("register"), autotune=deco("autotune"), aot_impl=deco("aot_impl"), impl=deco("impl"),
+        TensorDesc=Desc, Tensor=object, AutoTuneCombination=lambda *a: a, KernelLaunchParams=LaunchParams,
+        SymIntExprs=types.SimpleNamespace(from_tuple=list), SymInt32=lambda e: e,
+        from_shape_expr=lambda shape, dtype: (shape, dtype), min=SYM_OPS.min, max=SYM_OPS.max, cdiv=SYM_OPS.cdiv)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt)
+    compiled, compile_aot = {}, tk.compile_aot
+
+    def compile_for_target(*args, **kwargs):  # no GPU here: name the target
+        compiled["k"] = compile_aot(*args, **kwargs, target=target)
+        return compiled["k"]
+
+    monkeypatch.setattr(tk, "compile_aot", compile_for_target)
+    tensorrt_plugin._define(trtp, jit=False)
+
+    import inspect
+    names = lambda f: list(inspect.signature(f).parameters)  # noqa: E731
+    attrs = ["num_heads", "mode", "group_size", "interval", "scale"]
+    assert names(defs["register"]) == ["qkv", "table", *attrs]
+    assert names(defs["aot_impl"]) == ["qkv", "table", *attrs, "outputs", "tactic"]
+    assert names(defs["autotune"]) == ["qkv", "table", "outputs"]
+
+    B, H, W, heads, hd = 2, 13, 19, 2, 16
+    qkv, table = Desc((B, H, W, 3 * heads * hd), "f16"), Desc((heads, 9, 11), "f32")
+    shape, dtype = defs["register"](qkv, table, heads, "lda", 7, 4, hd**-0.5)
+    assert [_v(s) for s in shape] == [B, H, W, heads * hd] and dtype == "f16"
+    out = Desc((B, H, W, heads * hd), "f16")
+    name, ptx, launch, extra = defs["aot_impl"](qkv, table, heads, "lda", 7, 4, hd**-0.5, (out,), 2)
+    lay = group_layout(H, W, 7, 4, True)  # 4x5 groups, 4x4 of them
+    vals = [_v(e) for e in extra]
+    assert vals == [H, W, lay.gh, lay.gw, lay.nh, lay.nw, lay.s_out, lay.s_in, 9, 11]
+    grid = [_v(g) for g in (launch.grid_x, launch.grid_y, launch.grid_z)]
+    assert grid == [B * lay.nh * lay.nw, heads, -(-lay.gh * lay.gw // 32)]  # tactic 2: BLOCK_M = 32
+    assert launch.block_x == compiled["k"].metadata.num_warps * 32
+    assert name == compiled["k"].metadata.name and ".entry" in ptx
+
+
+if __name__ == "__main__" and "--worker" in sys.argv:
+    _worker()
