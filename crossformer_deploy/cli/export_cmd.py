@@ -86,12 +86,18 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.output)
     size = parse_size(args.static) if args.static else (224, 224)
     max_size = parse_size(args.max_size) if args.max_size else None
-    if args.engine:
+    profiles = None
+    if args.engine:  # fail on bad flags in milliseconds, not after the export
+        from ..engines.build import check_engine_path
+        from ..engines.identity import current_device_identity
         from ..engines.profiles import max_size as profiles_max
         from ..engines.profiles import parse_profiles
 
+        check_engine_path(args.engine)
+        current_device_identity()  # TensorRT and a GPU are here, or one line saying which is missing
         if args.shapes:
-            max_size = profiles_max(parse_profiles(args.shapes))
+            profiles = parse_profiles(args.shapes)
+            max_size = profiles_max(profiles)  # fold_dpb precomputes the table for the profile's largest input
     variant = args.variant or (None if args.weights else "s")
     step = Steps(4 + args.fp16 + args.int8 + bool(args.engine), "crossformer-export")
     t0 = time.perf_counter()
@@ -120,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         step("building the TensorRT engine")
         from ..engines.build import build_engine
 
-        build_engine(args.output, args.engine, profiles=args.shapes)
+        build_engine(args.output, args.engine, profiles, progress=step)
     step.close()
     shape = f"{args.batch or 'B'}x3x{size[0]}x{size[1]}" if args.static else f"{args.batch or 'B'}x3xHxW"
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"

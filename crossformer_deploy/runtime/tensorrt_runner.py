@@ -1,0 +1,118 @@
+"""TensorRT backend: runs a ``.plan`` built by crossformer-build-engine (Polygraphy's TrtRunner underneath).
+
+The engine's sidecar (``model.plan.json``) is read and checked before TensorRT sees a byte of the plan:
+the plan must be the one the sidecar describes, built by this machine's TensorRT version for this GPU
+model. Input shapes are checked against the engine's profiles before anything runs, so a size outside
+them is one clear InputSizeError, not a TensorRT error log.
+
+Importing this module needs neither TensorRT nor a GPU; ``load()`` needs both.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..engines import identity as ident
+from ..engines.profiles import Profile, find_profile
+from ..errors import ModelFileError, UsageError
+from .runner import Runner, TensorSpec
+
+
+class TensorRTRunner(Runner):
+    name = "tensorrt"
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        self.path = os.fspath(path)
+        # the sidecar now, not at load(): a missing or foreign sidecar fails before anything is prepared
+        self.sidecar = ident.read_sidecar(self.path)
+        self.profiles: list[Profile] = list(self.sidecar.identity.profiles)
+        self.input_name = self.sidecar.input_name
+        self._engine = None
+        self._runner = None
+        self._profile_index = 0
+
+    # -- checks that need no TensorRT
+    def check_input(self, shape: tuple[int, ...]) -> int:
+        """The index of the profile that takes ``shape`` (NCHW); InputSizeError naming the bounds otherwise."""
+        return find_profile(self.profiles, shape)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.input_name in feeds:  # before load(): a bad size needs no GPU to be told
+            self.check_input(tuple(feeds[self.input_name].shape))
+        return super().run(feeds)
+
+    # -- Runner interface
+    def _load(self) -> None:
+        ident.check_engine_bytes(self.path, self.sidecar)
+        built = self.sidecar.identity
+        try:
+            current = ident.current_device_identity()
+        except UsageError as e:
+            raise UsageError(f"{e}; {os.path.basename(self.path)} needs {built.device.describe()}") from None
+        ident.check_compatible(built, current, where=os.path.basename(self.path))
+        if built.plugin:
+            _register_plugin_if_possible()
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+        from polygraphy.exception import PolygraphyException
+        from polygraphy.logger import G_LOGGER
+
+        with open(self.path, "rb") as f:
+            data = f.read()
+        try:
+            with G_LOGGER.verbosity(G_LOGGER.ERROR):
+                self._engine = EngineFromBytes(data)()
+                self._runner = TrtRunner(self._engine)
+                self._runner.activate()
+        except PolygraphyException as e:
+            hint = (" (it uses crossformer::GroupedAttention: the kernel is embedded when the engine was built "
+                    "with the plugin's ahead-of-time implementation)") if built.plugin else ""
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise ModelFileError(f"{self.path}: TensorRT could not load this engine{hint}: {first}") from None
+
+    def _specs(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        import tensorrt as trt
+
+        inputs: list[TensorSpec] = []
+        outputs: list[TensorSpec] = []
+        engine = self._engine
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            shape = tuple(int(d) if d >= 0 else None for d in engine.get_tensor_shape(name))
+            try:
+                dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            except TypeError:  # a type numpy lacks (bf16, fp8): hand over float32, the runner casts
+                dtype = np.dtype(np.float32)
+            spec = TensorSpec(name, shape, dtype)
+            (inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(spec)
+        return inputs, outputs
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        index = self.check_input(tuple(feeds[self.input_name].shape))
+        if index != self._profile_index:
+            self._runner.set_profile(index)
+            self._profile_index = index
+        out = self._runner.infer(feeds)
+        # copies: Polygraphy reuses its host output buffers on the next call
+        return {s.name: np.array(out[s.name]) for s in self.outputs}
+
+    def close(self) -> None:
+        if self._runner is not None and getattr(self._runner, "is_active", False):
+            self._runner.deactivate()
+        self._runner = None
+        self._engine = None
+        self._loaded = False
+
+
+def _register_plugin_if_possible() -> None:
+    # An engine built with the plugin's ahead-of-time implementation carries its kernel, so loading
+    # needs no registration; registering anyway (when TensorRT and Triton are here) also covers an
+    # engine built with the Python (JIT) implementation. Failure is not an error at this point.
+    try:
+        from ..plugins import tensorrt_plugin
+
+        if not tensorrt_plugin.missing_requirements():
+            tensorrt_plugin.register()
+    except Exception:
+        pass
