@@ -1,6 +1,13 @@
 """crossformer-deploy: CrossFormer from PyTorch to ONNX Runtime, TensorRT and Triton."""
 __version__ = "0.1.0"
 
-from .model import CrossFormer, CrossFormerConfig, create_model
-
 __all__ = ["CrossFormer", "CrossFormerConfig", "__version__", "create_model"]
+
+
+def __getattr__(name: str):
+    # Lazy: the runtime (ONNX Runtime, OpenVINO, Triton's Python backend) must import without torch.
+    if name in ("CrossFormer", "CrossFormerConfig", "create_model"):
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'crossformer_deploy' has no attribute {name!r}")
