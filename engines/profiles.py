@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..errors import InputSizeError, UsageError
 from ..export.metadata import ModelInfo
+from ..sizes import nearest_valid
 
 CHANNELS = 3
 STRIDE = 32
@@ -124,7 +125,7 @@ def validate_profile(p: Profile, stride: int = STRIDE) -> None:
                 raise InputSizeError(f"profile {p}: {key} {name} {v} must be at least 1")
         for name, v in zip(DIM_NAMES[1:], shape[1:]):
             if v % stride:
-                lo, hi = _nearest(v, stride)
+                lo, hi = nearest_valid(v, stride)
                 raise InputSizeError(f"profile {p}: {key} {name} {v} is not a multiple of {stride} "
                                      f"(nearest: {lo} or {hi})")
     for i, name in enumerate(DIM_NAMES):
@@ -206,12 +207,6 @@ def outside_message(shape: Sequence[int], profiles: Sequence[Profile]) -> str:
     ranges = "; ".join(f"min {_fmt3(p.min, nchw=True)} max {_fmt3(p.max, nchw=True)}" for p in profiles)
     return (f"shape {got} is outside every profile of the engine ({ranges}); "
             f"rebuild with crossformer-build-engine --shapes to cover it")
-
-
-def _nearest(n: int, stride: int) -> tuple[int, int]:
-    # same rule as model.crossformer.nearest_valid, kept here so engines/ does not import torch
-    lo = max(stride, n // stride * stride)
-    return lo, lo + stride
 
 
 def _nchw(s: Shape3) -> tuple[int, int, int, int]:

@@ -124,12 +124,16 @@ def test_export_errors(tmp_path, golden_ckpt):
     assert sorted(os.listdir(tmp_path)) == ["t.pth"]
 
 
-def test_wrong_rank_through_runner(tiny_onnx):
+def test_wrong_rank_and_size_through_runner(tiny_onnx):
     from crossformer_deploy.errors import InputSizeError
     from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
-    with OnnxRuntimeRunner(tiny_onnx) as r, pytest.raises(InputSizeError, match="needs rank 4"):
-        r.run({"image": np.zeros((3, 224, 224), np.float32)})
+    with OnnxRuntimeRunner(tiny_onnx) as r:
+        with pytest.raises(InputSizeError, match="needs rank 4"):
+            r.run({"image": np.zeros((3, 224, 224), np.float32)})
+        # the dynamic graph itself would answer at 225x224: the runner refuses, naming valid sizes
+        with pytest.raises(InputSizeError, match=r"225x224 is not a multiple of 32 \(225 -> 224 or 256\)"):
+            r.run({"image": np.zeros((1, 3, 225, 224), np.float32)})
 
 
 def test_interrupted_write_leaves_nothing(tmp_path):

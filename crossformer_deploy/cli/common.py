@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ..errors import CrossFormerError, InputSizeError, UsageError
-from ..model.crossformer import nearest_valid
+from ..sizes import nearest_valid
 
 
 def run_main(prog: str, body: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputSizeError
+from ..sizes import nearest_hint
 from .attention import Attention
 from .config import CrossFormerConfig
 from .embedding import PatchEmbed, PatchMerging
@@ -92,17 +93,11 @@ def _hw(x: Tensor) -> tuple[Size, Size]:
     return int(x.shape[1]), int(x.shape[2])
 
 
-def nearest_valid(n: int, stride: int) -> tuple[int, int]:
-    lo = max(stride, n // stride * stride)
-    return lo, lo + stride
-
-
 def check_input_size(h: int, w: int, stride: int) -> None:
     """InputSizeError (a ValueError) naming the nearest valid sizes unless H, W are positive multiples of ``stride``."""
     bad = [(name, n) for name, n in (("height", h), ("width", w)) if n < stride or n % stride]
     if bad:
-        hints = ", ".join(f"{name} {n} -> {' or '.join(map(str, sorted(set(nearest_valid(n, stride)))))}"
-                          for name, n in bad)
+        hints = ", ".join(f"{name} {n} -> {nearest_hint(n, stride)}" for name, n in bad)
         raise InputSizeError(f"input size {h}x{w} is not a multiple of {stride} ({hints})")
 
 

@@ -62,6 +62,8 @@ class OnnxRuntimeRunner(Runner):
         except Exception as e:  # ORT raises its own exception types for every kind of bad file
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelFileError(f"{self.path}: not a loadable ONNX model ({first[:200]})") from None
+        stride = self.session.get_modelmeta().custom_metadata_map.get("stride")
+        self.stride = int(stride) if stride and stride.isdigit() else None
 
     def _specs(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
         def spec(a) -> TensorSpec:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputSizeError, UsageError
+from ..sizes import nearest_hint
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Runner:
     """Base: subclasses implement ``_load``, ``_specs`` and ``_run``."""
 
     name = "runner"
+    stride: int | None = None  # image sizes must be multiples of this (from the model's metadata)
 
     def __init__(self) -> None:
         self._loaded = False
@@ -52,6 +54,7 @@ class Runner:
             if spec.name not in feeds:
                 raise UsageError(f"{self.name}: missing input {spec.name!r}")
             check_shape(spec, feeds[spec.name].shape, self.name)
+            check_stride(feeds[spec.name].shape, self.stride, self.name)
         return self._run({k: np.ascontiguousarray(v, dtype=_spec(self.inputs, k).dtype) for k, v in feeds.items()})
 
     # -- for subclasses
@@ -78,6 +81,14 @@ def check_shape(spec: TensorSpec, shape: tuple[int, ...], where: str) -> None:
             what = {0: "batch", 1: "channels", 2: "height", 3: "width"}.get(i, f"dim {i}")
             raise InputSizeError(f"{where}: this model takes {what} {want} only (input {_fmt(spec.shape)}), "
                                  f"got {got}; export a dynamic model or use --size/--batch-size to match")
+
+
+def check_stride(shape: tuple[int, ...], stride: int | None, where: str) -> None:
+    """A dynamic graph would run at 225x224 and silently answer for a cropped image: refuse instead."""
+    if stride and len(shape) == 4 and (shape[2] % stride or shape[3] % stride):
+        hints = [f"{n} -> {nearest_hint(n, stride)}" for n in shape[2:] if n % stride]
+        raise InputSizeError(f"{where}: image size {shape[2]}x{shape[3]} is not a multiple of {stride} "
+                             f"({', '.join(hints)})")
 
 
 def _fmt(shape: tuple) -> str:
