@@ -45,6 +45,8 @@ def parse_list(text: str, conv: Callable[[str], object], what: str) -> list:
         raise UsageError(f"empty {what} list")
     try:
         return [conv(t.strip()) for t in items]
+    except CrossFormerError:
+        raise  # already says what is wrong with which item (e.g. a size that is not a multiple of 32)
     except ValueError:
         raise UsageError(f"bad {what} list {text!r}") from None
 

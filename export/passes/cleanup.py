@@ -8,6 +8,7 @@ in the working directory.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 
@@ -33,7 +34,9 @@ def fold_model(model: onnx.ModelProto) -> onnx.ModelProto:
 
     G_LOGGER.module_severity = G_LOGGER.ERROR
     ort.set_default_logger_severity(3)  # its graph optimiser warns about every Unsqueeze it keeps
-    with _in_scratch_dir():
+    # Polygraphy prints its notes ("large outputs", "colored not installed") on stdout, which is the
+    # commands' output channel (tables, JSON): keep them out of it.
+    with _in_scratch_dir(), contextlib.redirect_stdout(io.StringIO()):
         return fold_constants(model, num_passes=4, fold_shapes=True, error_ok=False)
 
 

@@ -1,0 +1,94 @@
+"""crossformer-bench: time PyTorch, ONNX Runtime and OpenVINO paths side by side on this CPU."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+
+from .. import bench
+from ..errors import UsageError
+from ..fileio import check_output_path, write_bytes_atomic
+from .common import parse_list, parse_size, positive_int, run_main
+
+EXAMPLES = f"""examples:
+  crossformer-bench --variant s --sizes 224 --batch 1,8 --json benchmarks/cpu_s_224.json \\
+      --plot benchmarks/cpu_s_224.png
+  crossformer-bench --variant tiny --sizes 64 --backends torch,ort,ov-f32 --repeats 5
+  crossformer-bench --variant s --backends ort-static,ort-target --profile --profile-backend ort-target
+
+backends: {', '.join(bench.BACKENDS)}
+Backends are timed interleaved (round-robin), so only ratios within one run are meaningful; a backend
+that cannot be built (a missing package, a pass not written yet) is skipped with a one-line note.
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="crossformer-bench", description=__doc__.split(":", 1)[1].strip(),
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant", choices=["t", "s", "b", "l", "tiny"],
+                   help="architecture (default: read from --weights, else s)")
+    p.add_argument("--weights", help="checkpoint (default: random weights, seed 0: speed does not depend on them)")
+    p.add_argument("--sizes", default="224", help="comma list of N or HxW (default 224)")
+    p.add_argument("--batch", default="1", help="comma list of batch sizes (default 1)")
+    p.add_argument("--backends", default=",".join(bench.BACKENDS), help="comma list (default: all)")
+    p.add_argument("--threads", type=positive_int, default=2,
+                   help="threads for PyTorch, ONNX Runtime and OpenVINO alike (default 2)")
+    p.add_argument("--repeats", type=positive_int, default=20, help="timed rounds (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs per backend first (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    p.add_argument("--calib", metavar="DIR", help="images to calibrate the INT8 paths on (default: a few "
+                   "noise images, enough for timing; give real ones with --weights for a meaningful accuracy)")
+    p.add_argument("--json", metavar="OUT", help="write the report (machine, command, results) here")
+    p.add_argument("--plot", metavar="PNG", help="bar chart of images/s (needs matplotlib: the plot extra)")
+    p.add_argument("--profile", action="store_true", help="time per op type of --profile-backend after timing")
+    p.add_argument("--profile-backend", default="ort-target", choices=[b for b in bench.BACKENDS
+                                                                       if b.startswith(("ort", "ov"))],
+                   help="backend to profile (default ort-target)")
+    return p
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    # Every argument is checked before minutes of export and compilation are spent.
+    for out in (args.json, args.plot):
+        if out:
+            check_output_path(out)
+    if args.plot:
+        bench.check_plot_available()
+    if args.calib and not os.path.isdir(args.calib):
+        raise UsageError(f"--calib {args.calib}: not a folder of images")
+    # parse_size after parse_list: parse_list turns any ValueError (InputSizeError is one) into "bad list"
+    sizes = [parse_size(t) for t in parse_list(args.sizes, str, "size")]
+    cfg = bench.BenchConfig(
+        variant=args.variant or (None if args.weights else "s"), weights=args.weights,
+        sizes=sizes, batches=parse_list(args.batch, _positive, "batch"),
+        backends=bench.check_backends(parse_list(args.backends, str, "backend")), threads=args.threads,
+        repeats=args.repeats, warmup=max(0, args.warmup), seed=args.seed, calib=args.calib,
+        profile_backend=args.profile_backend if args.profile else None)
+    report = bench.run_bench(cfg, log=lambda line: print(line, file=sys.stderr))
+    report["command"] = shlex.join(["crossformer-bench", *argv])
+    print(bench.format_table(report))
+    if args.json:
+        write_bytes_atomic(args.json, (json.dumps(report, indent=1) + "\n").encode())
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.plot:
+        bench.plot(report, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _positive(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise ValueError(text)
+    return v
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_main("crossformer-bench", lambda a: run(a, argv), parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""OpenVINO backend (CPU): reads our ONNX directly, no IR conversion step.
+
+``openvino`` is imported lazily, so this module imports (and the CLI lists the provider) without it;
+constructing a runner without it is a one-line UsageError.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ModelFileError, UsageError
+from .onnxruntime_runner import check_model_file
+from .runner import Runner, TensorSpec
+
+PRECISIONS = ("f32", "bf16")
+INSTALL_HINT = "OpenVINO is not installed: pip install openvino"
+
+
+def import_openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise UsageError(INSTALL_HINT) from None
+    return openvino
+
+
+def openvino_version() -> str | None:
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.__version__
+
+
+class OpenVINORunner(Runner):
+    """An ONNX file compiled by OpenVINO for the CPU, tuned for latency (one request at a time).
+
+    precision_hint: "f32" (the default, so that fp32 validation tolerances hold), "bf16", or None for
+    OpenVINO's own choice (bf16 on CPUs with AVX-512 BF16 or AMX, f32 elsewhere).
+    static_shape: reshape the (dynamic) input to this shape before compiling: OpenVINO then plans
+    memory and picks kernels once, which is faster; a dict maps input names to shapes.
+    """
+
+    name = "openvino"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, precision_hint: str | None = "f32",
+                 static_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
+                 perf_count: bool = False):
+        super().__init__()
+        self.path = check_model_file(path)
+        if precision_hint is not None and precision_hint not in PRECISIONS:
+            raise UsageError(f"unknown OpenVINO precision {precision_hint!r}; choose {', '.join(PRECISIONS)} or None")
+        self.ov = import_openvino()  # fail at construction, before anything expensive
+        self.threads, self.precision_hint, self.static_shape = threads, precision_hint, static_shape
+        self.perf_count = perf_count
+        self.compiled = None
+        self.request = None
+
+    def config(self) -> dict[str, object]:
+        cfg: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY"}
+        if self.precision_hint:
+            cfg["INFERENCE_PRECISION_HINT"] = self.precision_hint
+        if self.threads:
+            cfg["INFERENCE_NUM_THREADS"] = int(self.threads)
+        if self.perf_count:
+            cfg["PERF_COUNT"] = "YES"
+        return cfg
+
+    def _load(self) -> None:
+        core = self.ov.Core()
+        try:
+            model = core.read_model(self.path)
+        except Exception as e:  # OpenVINO raises RuntimeError for every kind of unreadable file
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelFileError(f"{self.path}: OpenVINO cannot read this model ({first[:200]})") from None
+        if self.static_shape is not None:
+            shapes = (dict(self.static_shape) if isinstance(self.static_shape, Mapping)
+                      else {model.inputs[0].get_any_name(): self.static_shape})
+            try:
+                model.reshape({k: [int(d) for d in v] for k, v in shapes.items()})
+            except Exception as e:  # a static graph of another size, or an unknown input name
+                raise UsageError(f"{self.path}: cannot reshape to {shapes} ({str(e).strip()[:200]})") from None
+        self.compiled = core.compile_model(model, "CPU", self.config())
+        self.request = self.compiled.create_infer_request()
+
+    def _specs(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        def spec(port) -> TensorSpec:
+            shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+            return TensorSpec(port.get_any_name(), shape, np.dtype(port.get_element_type().to_dtype()))
+
+        return [spec(p) for p in self.compiled.inputs], [spec(p) for p in self.compiled.outputs]
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # share_outputs=False (the default) copies the results out: the next run reuses the buffers.
+        res = self.request.infer(feeds)
+        return {s.name: np.asarray(res[p]) for s, p in zip(self.outputs, self.compiled.outputs)}
+
+    @property
+    def effective_precision(self) -> str:
+        """The precision OpenVINO actually runs with (what None resolved to on this CPU)."""
+        self.load()
+        return self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+
+    def profile(self) -> list[tuple[str, str, float]]:
+        """(layer type, kernel, ms) per executed layer of the last run; needs perf_count=True."""
+        if not self.perf_count:
+            raise UsageError("OpenVINO profiling needs OpenVINORunner(..., perf_count=True)")
+        out = []
+        for p in self.request.get_profiling_info():
+            if p.status == p.Status.EXECUTED:
+                out.append((p.node_type, p.exec_type, p.real_time.total_seconds() * 1e3))
+        return out
+
+    def close(self) -> None:
+        self.request = self.compiled = None
+        self._loaded = False
