@@ -2,10 +2,10 @@
 import numpy as np
 import onnx
 import pytest
-from crossformer_deploy.export.metadata import ModelInfo
-from crossformer_deploy.export.onnx_export import export, read_info
 
 from crossformer_deploy import create_model
+from crossformer_deploy.export.metadata import ModelInfo
+from crossformer_deploy.export.onnx_export import export, read_info
 from crossformer_deploy.model.factory import build_model
 
 from .helpers import ort_session, per_size_constants, perturb, torch_out

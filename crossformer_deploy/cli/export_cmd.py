@@ -3,14 +3,12 @@ optionally through a target's graph passes, to FP16 or INT8, and on to a TensorR
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 
 from ..errors import UsageError
 from ..export.metadata import ModelInfo
-from ..export.onnx_export import DEFAULT_OPSET, save_onnx, set_metadata, to_onnx
+from ..export.onnx_export import DEFAULT_OPSET, save_onnx, to_onnx
 from ..export.pipeline import TARGETS, run_pipeline
 from ..fileio import check_output_path
 from ..model.factory import build_model, weights_label
@@ -45,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=positive_int, help="fix the batch size (default: dynamic)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--seed", type=int, default=0, help="seed of random weights when no --weights is given")
+    p.add_argument("--crop-ratio", type=float, default=0.875,
+                   help="preprocessing recorded in the model: resize to size/ratio, center crop (default 0.875, "
+                   "the official evaluation; 1.0 = no crop)")
     g = p.add_argument_group("graph passes")
     g.add_argument("--target", choices=TARGETS, default="plain", help="pass pipeline (default plain)")
     g.add_argument("--max-size", metavar="HxW", help="largest input of a dynamic graph: lets fold_dpb precompute "
@@ -58,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--calib-count", type=positive_int, default=512, help="calibration images to use (default 512)")
     q.add_argument("--calib-method", choices=["entropy", "percentile", "minmax"], default="entropy")
     q.add_argument("--calib-cache", help="calibration cache file (default: in the cache directory)")
+    q.add_argument("--calib-size", metavar="HxW", help="image size for calibration (default: the --static size, "
+                   "else 224); use the size the model will run at")
     q.add_argument("--quantize-head", action="store_true", help="with --int8: quantize the classifier head too")
     e = p.add_argument_group("TensorRT engine")
     e.add_argument("--engine", help="also build a TensorRT engine here (needs TensorRT and a GPU)")
@@ -67,14 +70,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    if not 0.1 <= args.crop_ratio <= 1.0:
+        raise UsageError(f"--crop-ratio {args.crop_ratio} is outside 0.1..1")
     if args.fp16 and args.int8:
         raise UsageError("choose one of --fp16 and --int8")
     if args.fp16_io and not args.fp16:
         raise UsageError("--fp16-io needs --fp16")
     if args.int8 and not args.calib:
         raise UsageError("--int8 needs --calib DIR (calibration images)")
-    if args.calib and not args.int8:
-        raise UsageError("--calib is for --int8")
+    if (args.calib or args.calib_size) and not args.int8:
+        raise UsageError("--calib and --calib-size are for --int8")
     if args.shapes and not args.engine:
         raise UsageError("--shapes describes an engine: give --engine PATH too")
     if args.engine and args.target != "tensorrt":
@@ -105,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(variant, args.weights, args.mode, args.num_classes, seed=args.seed)
     info = ModelInfo(variant=variant or _name(model), mode=args.mode, num_classes=model.num_classes,
                      weights=weights_label(args.weights, args.seed), input_size=size,
-                     dynamic=args.static is None, batch=args.batch)
+                     dynamic=args.static is None, batch=args.batch, crop_ratio=args.crop_ratio)
     step("tracing to ONNX")
     proto = to_onnx(model, info, args.opset)
     step(f"passes for {args.target}")
@@ -144,12 +149,9 @@ def _precision(args: argparse.Namespace, proto, info: ModelInfo, step: Steps):
     step("calibrating and quantizing to INT8")
     from ..export.precision.int8 import quantize_int8
 
-    with tempfile.TemporaryDirectory(prefix="crossformer-int8-") as d:
-        out = quantize_int8(proto, os.path.join(d, "int8.onnx"), args.calib, count=args.calib_count,
-                            method=args.calib_method, size=None if info.dynamic else tuple(info.input_size),
-                            cache_path=args.calib_cache, quantize_head=args.quantize_head)
-    set_metadata(out, {"precision": "int8"})
-    return out
+    size = parse_size(args.calib_size) if args.calib_size else None
+    return quantize_int8(proto, None, args.calib, count=args.calib_count, method=args.calib_method, size=size,
+                         cache_path=args.calib_cache, quantize_head=args.quantize_head)
 
 
 def _name(model) -> str:

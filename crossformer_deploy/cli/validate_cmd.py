@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                 for c in compare(ref, got, tol):
                     ok_all &= c.passed
                     rows.append({"size": f"{size[0]}x{size[1]}", "batch": b, **c.to_json()})
-    accuracy = _accuracy(runner_path=args.model, args=args, info=info, reference=reference) if (
+    accuracy = _accuracy(args.model, args, info, reference, sizes[0]) if (
         paths and info.mode == "classifier") else None
     if args.json:
         json.dump({"model": args.model, "precision": info.precision, "tolerance": vars(tol), "cases": rows,
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok_all else 1
 
 
-def _accuracy(runner_path, args, info, reference) -> dict | None:
+def _accuracy(runner_path, args, info, reference, size: tuple[int, int]) -> dict | None:
     """Top-1 of the runtime and of the reference on a labelled folder (sub-folders named by class id)."""
     import os
 
@@ -92,7 +92,6 @@ def _accuracy(runner_path, args, info, reference) -> dict | None:
         if not parent.isdigit():
             return None
         labels.append(int(parent))
-    size = tuple(info.input_size)
     bs = info.batch or 32
     hits = {"runtime": 0, "reference": 0}
     with open_runner(runner_path, args.provider, args.threads) as runner:

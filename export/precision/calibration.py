@@ -1,0 +1,182 @@
+"""INT8 calibration: a deterministic image sample, ONNX Runtime's calibrators, and a keyed range cache.
+
+The cache holds only the per-tensor ranges (what quantization consumes), keyed by everything that
+decides them: the model bytes, the method, the images' contents and the input size. Same key -> the
+ranges are read back and no calibration inference runs.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ...cache import cache_dir
+from ...errors import UsageError
+from ...fileio import sha256_file, write_bytes_atomic
+from ...runtime.preprocess import list_images, load_batch
+from ..metadata import ModelInfo
+
+METHODS = ("entropy", "percentile", "minmax")
+CACHE_VERSION = 1
+
+
+def calibration_method(name: str):
+    """Our method name -> onnxruntime.quantization.CalibrationMethod."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    table = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+             "minmax": CalibrationMethod.MinMax}
+    if name not in table:
+        raise UsageError(f"unknown calibration method {name!r}; choose {', '.join(METHODS)}")
+    return table[name]
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """``count`` images drawn from a folder (sorted, then a seeded choice: the same files every run),
+    preprocessed exactly as the model expects (its metadata's mean/std/crop) at one ``size``."""
+
+    paths: tuple[str, ...]
+    size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_ratio: float
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, info: ModelInfo, count: int = 512,
+                    size: tuple[int, int] | None = None, seed: int = 0) -> CalibrationSet:
+        if count < 1:
+            raise UsageError(f"calibration count must be >= 1, not {count}")
+        paths = list_images([os.fspath(folder)])  # recursive, sorted
+        if count < len(paths):
+            keep = np.sort(np.random.default_rng(seed).choice(len(paths), size=count, replace=False))
+            paths = [paths[i] for i in keep]
+        return cls(tuple(paths), tuple(size or info.input_size), tuple(info.mean), tuple(info.std),
+                   float(info.crop_ratio))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def file_hashes(self) -> list[str]:
+        """Contents, not names, decide the ranges: sorted sha256 of every image file."""
+        return sorted(sha256_file(p) for p in self.paths)
+
+    def batches(self, batch_size: int = 16) -> Iterator[np.ndarray]:
+        for i in range(0, len(self.paths), batch_size):
+            yield load_batch(self.paths[i:i + batch_size], self.size, self.crop_ratio, self.mean, self.std)
+
+
+def cache_key(model: onnx.ModelProto, method: str, images: CalibrationSet, tensors: Sequence[str]) -> str:
+    """sha256 over the model bytes, the method, the image contents (sorted hashes), the size and the
+    observed tensors (which nodes get quantized decides which ranges are needed)."""
+    h = hashlib.sha256()
+    h.update(hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest().encode())
+    h.update(json.dumps({"method": method, "size": list(images.size), "images": images.file_hashes(),
+                         "tensors": sorted(tensors), "version": CACHE_VERSION}).encode())
+    return h.hexdigest()
+
+
+def default_cache_path(key: str) -> str:
+    d = os.path.join(cache_dir(), "calibration")
+    os.makedirs(d, exist_ok=True)
+    return os.path.join(d, f"{key[:32]}.json")
+
+
+def load_ranges(path: str | os.PathLike, key: str) -> dict[str, tuple[float, float]] | None:
+    """The cached ranges if ``path`` holds this key's, else None (missing, other key, unreadable)."""
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if d.get("key") != key or d.get("version") != CACHE_VERSION:
+        return None
+    return {k: (float(lo), float(hi)) for k, (lo, hi) in d["ranges"].items()}
+
+
+def save_ranges(path: str | os.PathLike, key: str, method: str, images: CalibrationSet,
+                ranges: dict[str, tuple[float, float]]) -> None:
+    doc = {"version": CACHE_VERSION, "key": key, "method": method, "size": list(images.size),
+           "count": len(images), "ranges": {k: [lo, hi] for k, (lo, hi) in sorted(ranges.items())}}
+    write_bytes_atomic(path, json.dumps(doc, indent=1).encode())
+
+
+def calibrate(model: onnx.ModelProto, images: CalibrationSet, method: str, tensors: Sequence[str],
+              batch_size: int = 16, chunk: int = 64, progress: bool = True) -> dict[str, tuple[float, float]]:
+    """Run the model on the images with ORT's calibrator for ``method``: {tensor: (low, high)} for ``tensors``.
+
+    Only the tensors that will be quantized are observed (ORT's own selection would also record every
+    output of every MatMul, e.g. the attention scores, and the DPB tables). Data goes to the
+    calibrator ``chunk`` images at a time: its histogram calibrators keep every observed tensor of one
+    collect_data() call in memory, and merge histograms across calls.
+    """
+    from tqdm import tqdm
+
+    with tempfile.TemporaryDirectory(prefix="crossformer-calib-") as tmp:
+        src = Path(tmp, "model.onnx")
+        onnx.save(model, src)
+        calibrator = _make_calibrator(src, Path(tmp, "augmented.onnx"), method, set(tensors))
+        bar = tqdm(total=len(images), desc=f"calibrating ({method})", unit="img", disable=not progress)
+        pending: list[np.ndarray] = []
+        for batch in images.batches(batch_size):
+            pending.append(batch)
+            bar.update(len(batch))
+            if sum(len(b) for b in pending) >= chunk:
+                _collect(calibrator, pending)
+                pending = []
+        if pending:
+            _collect(calibrator, pending)
+        bar.close()
+        with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its progress with print()
+            data = calibrator.compute_data()
+    return {name: (float(np.min(td.range_value[0])), float(np.max(td.range_value[1]))) for name, td in data.items()}
+
+
+def _make_calibrator(src: Path, augmented: Path, method: str, tensors: set[str]):
+    """ORT's calibrator class for ``method``, observing exactly ``tensors``; symmetric ranges, since the
+    activations are quantized symmetrically (zero point 0)."""
+    from onnxruntime.quantization import calibrate as ortc
+
+    base, kw = {
+        "entropy": (ortc.EntropyCalibrater, {"num_bins": 128, "num_quantized_bins": 128}),
+        "percentile": (ortc.PercentileCalibrater, {"num_bins": 2048, "percentile": 99.999}),
+        "minmax": (ortc.MinMaxCalibrater, {}),
+    }[method]
+
+    class Selected(base):
+        def select_tensors_to_calibrate(self, model):
+            _, value_infos = super().select_tensors_to_calibrate(model)
+            missing = tensors - set(value_infos)
+            if missing:
+                raise ValueError(f"no type information for {sorted(missing)[:3]}...: cannot calibrate them")
+            return set(tensors), value_infos
+
+    c = Selected(src, None, augmented_model_path=str(augmented), symmetric=True, **kw)
+    c.augment_graph()
+    c.create_inference_session()
+    return c
+
+
+class _Batches:
+    """The CalibrationDataReader protocol over a list of input batches."""
+
+    def __init__(self, name: str, batches: list[np.ndarray]):
+        self._it = iter({name: b} for b in batches)
+
+    def get_next(self) -> dict | None:
+        return next(self._it, None)
+
+
+def _collect(calibrator, batches: list[np.ndarray]) -> None:
+    name = calibrator.model.graph.input[0].name
+    with contextlib.redirect_stdout(io.StringIO()):
+        calibrator.collect_data(_Batches(name, batches))

@@ -1,0 +1,185 @@
+"""fp32 ONNX -> explicit INT8 Q/DQ ONNX (post-training, calibrated), in the form TensorRT takes.
+
+Quantized: the inputs of MatMul (Linear layers and both attention matmuls), Conv (patch embeddings)
+and, optionally, the classifier Gemm. Weights int8 per output channel, activations int8 per tensor,
+all symmetric (zero point 0). Everything else stays float: LayerNorm, Softmax, GELU, residual Adds,
+the DPB MLP and the mask (nothing computed from the image passes through them). Biases stay float:
+TensorRT's quantized types are int8/int4/fp8/fp4 (no int32 bias DequantizeLinear, as ORT writes by
+default); a float bias is fused into the int8 GEMM/conv.
+Only the inputs of the quantized ops carry Q/DQ (TensorRT decides output precision itself, and a Q/DQ
+on a Conv output would sit in front of the LayerNorm that follows it).
+
+Why onnxruntime.quantization: it is already a dependency, runs its calibrators on the CPU, writes
+standard QuantizeLinear/DequantizeLinear (opset >= 13, per-channel ``axis``), and it is what ONNX
+Runtime itself fuses into int8 kernels, so the same file serves ORT CPU and TensorRT. NVIDIA ModelOpt
+(nvidia-modelopt 0.47.0 on PyPI, checked) has an ONNX PTQ path too, documented as built on ONNX
+Runtime's static Q/DQ quantization; it is a large extra dependency aimed at TensorRT/GPU machines,
+which these machines are not, so it is not used here.
+
+Dynamic graphs: calibration runs at one size (``size``, default the export size) through the dynamic
+graph; per-tensor activation scales and per-channel weight scales do not depend on the input size, so
+the quantized graph stays dynamic. The ranges come from that one size.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+
+from ...errors import UsageError
+from ..onnx_export import read_info, save_onnx, set_metadata
+from . import calibration
+from .calibration import CalibrationSet, cache_key, default_cache_path, load_ranges, save_ranges
+from .fp16 import activation_tensors
+
+QUANTIZED_OPS = ("MatMul", "Conv", "Gemm")
+DPB_SCOPE = "/attn/pos/"
+HEAD_SCOPE = "/head/"
+
+
+def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os.PathLike | None,
+                  calib_dir: str | os.PathLike, count: int = 512, method: str = "entropy",
+                  size: tuple[int, int] | None = None, cache_path: str | os.PathLike | None = None,
+                  quantize_head: bool = False, progress: bool = True, quantize_attention: bool = True,
+                  seed: int = 0) -> onnx.ModelProto:
+    """Calibrate on ``count`` images of ``calib_dir`` and write the Q/DQ model to ``out_path`` (atomically).
+
+    model: an fp32 export (ModelProto or path). size: calibration input size (default the export size;
+    a static graph only takes its own). cache_path: the range cache file (default: one file per key in
+    the crossformer-deploy cache dir); a file holding another key is recalibrated and overwritten.
+    quantize_attention: also quantize the two activation x activation matmuls of every attention.
+    out_path None: return the model without writing it.
+    """
+    proto = onnx.load(os.fspath(model)) if not isinstance(model, onnx.ModelProto) else model
+    info = read_info(proto)
+    if info.precision != "fp32":
+        raise UsageError(f"INT8 quantization needs an fp32 model, this one is {info.precision}")
+    calibration.calibration_method(method)  # validate early, before any image is read
+    size = tuple(size or info.input_size)
+    if not info.dynamic and size != tuple(info.input_size):
+        raise UsageError(f"this graph is static at {info.input_size[0]}x{info.input_size[1]}: "
+                         f"calibrate at that size, not {size[0]}x{size[1]}")
+    images = CalibrationSet.from_folder(calib_dir, info, count, size, seed)
+    exclude = excluded_nodes(proto, quantize_head, quantize_attention)
+    tensors = quantized_inputs(proto, exclude)
+    key = cache_key(proto, method, images, tensors)
+    cache_path = os.fspath(cache_path) if cache_path is not None else default_cache_path(key)
+    ranges = load_ranges(cache_path, key)
+    if ranges is None:
+        ranges = calibration.calibrate(proto, images, method, tensors, progress=progress)
+        save_ranges(cache_path, key, method, images, ranges)
+    q = quantize_with_ranges(proto, ranges, method, exclude)
+    extra = {**info.extra, "int8": {"calibration": method, "images": len(images), "size": list(size),
+                                    "cache_key": key, "quantize_head": quantize_head,
+                                    "quantize_attention": quantize_attention}}
+    set_metadata(q, {"precision": "int8", "extra": json.dumps(extra)})
+    if out_path is not None:
+        save_onnx(q, out_path)
+    return q
+
+
+def excluded_nodes(proto: onnx.ModelProto, quantize_head: bool = False, quantize_attention: bool = True) -> list[str]:
+    """Quantizable nodes to leave in float: the DPB MLP, anything not computed from the image, the head."""
+    g = proto.graph
+    act = activation_tensors(g)
+    weights = {t.name for t in g.initializer}
+    out = []
+    for n in g.node:
+        if n.op_type not in QUANTIZED_OPS:
+            continue
+        attention_matmul = n.op_type == "MatMul" and not any(i in weights for i in n.input)
+        if (DPB_SCOPE in n.name or not any(i in act for i in n.input)
+                or (not quantize_head and HEAD_SCOPE in n.name)
+                or (not quantize_attention and attention_matmul)):
+            out.append(n.name)
+    return out
+
+
+def quantized_inputs(proto: onnx.ModelProto, exclude: Sequence[str]) -> list[str]:
+    """The activation tensors that get a Q/DQ pair: the non-constant inputs of the quantized nodes."""
+    weights = {t.name for t in proto.graph.initializer}
+    skip = set(exclude)
+    out: set[str] = set()
+    for n in proto.graph.node:
+        if n.op_type in QUANTIZED_OPS and n.name not in skip:
+            data = n.input if n.op_type == "MatMul" else n.input[:1]  # Conv/Gemm: X (W, B are weights)
+            out.update(i for i in data if i and i not in weights)
+    return sorted(out)
+
+
+def bounded_ranges(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    """Softmax outputs get their true bound [0, 1] (scale 1/127), not the calibrated maximum.
+
+    A dynamic graph is calibrated at one size but run at others, and the group sizes (so the
+    attention's sharpness) change with the size (small-map rule): a calibrated maximum below 1 then
+    clips the probabilities. Measured on the digits model calibrated at 224 and run at 64: calibrated
+    softmax ranges cost 0.44 points of accuracy (worst cosine 0.97, every method), [0, 1] cost nothing
+    (worst cosine >= 0.9993). Calibrated at the size it runs at, both give the same accuracy and
+    worst cosines within 1e-4 of each other, so the bound is the safe choice.
+    """
+    out = dict(ranges)
+    for n in proto.graph.node:
+        if n.op_type == "Softmax" and n.output[0] in out:
+            out[n.output[0]] = (-1.0, 1.0)  # symmetric int8: [-1, 1] -> scale 1/127
+    return out
+
+
+def quantize_with_ranges(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float]], method: str,
+                         exclude: Sequence[str]) -> onnx.ModelProto:
+    """Insert Q/DQ with the given activation ranges (no inference runs here)."""
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+    from onnxruntime.quantization.quant_utils import save_and_reload_model_with_shape_infer
+
+    ranges = bounded_ranges(proto, ranges)
+    data = {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for k, (lo, hi) in ranges.items()}
+    tensors = TensorsData(calibration.calibration_method(method), data)
+    model = save_and_reload_model_with_shape_infer(proto)
+    extra = {
+        "ActivationSymmetric": True,  # zero point 0 (TensorRT only takes symmetric int8)
+        "WeightSymmetric": True,
+        "QuantizeBias": False,  # float bias, see module docstring
+        "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),  # Q/DQ on inputs only
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # [K, N] weights: one scale per output column
+    }
+    quantizer = QDQQuantizer(model, True, False, QuantType.QInt8, QuantType.QInt8, tensors, [], list(exclude),
+                             list(QUANTIZED_OPS), extra)
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # ORT warns about pre-processing we skip on purpose (it would fuse ORT ops)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantizer.quantize_model()
+    finally:
+        logger.setLevel(level)
+    quantizer.model.topological_sort()  # ORT appends the Q/DQ nodes at the end
+    q = quantizer.model.model
+    _unshare_dequantized(q, set(exclude))
+    del q.metadata_props[:]
+    q.metadata_props.extend(proto.metadata_props)
+    return q
+
+
+def _unshare_dequantized(model: onnx.ModelProto, excluded: set[str]) -> None:
+    """ORT rewires *every* consumer of a quantized activation to its DequantizeLinear output; give the
+    consumers that are not quantized (Shape, residual Add, LayerNorm...) the float tensor back."""
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    source: dict[str, str] = {}
+    for n in g.node:
+        if n.op_type == "DequantizeLinear":
+            q = producer.get(n.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                source[n.output[0]] = q.input[0]
+    for n in g.node:
+        if (n.op_type in QUANTIZED_OPS and n.name not in excluded) or n.op_type in ("QuantizeLinear",
+                                                                                  "DequantizeLinear"):
+            continue
+        n.input[:] = [source.get(i, i) for i in n.input]
