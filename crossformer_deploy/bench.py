@@ -52,6 +52,8 @@ class BenchConfig:
     threads: int = 2
     repeats: int = 20
     warmup: int = 3
+    block: int = 3  # consecutive timed runs per backend and round
+    pause: float = 0.3  # seconds before each backend's turn: the previous one's thread pool goes idle
     seed: int = 0
     calib: str | None = None  # image folder for INT8 calibration (default: seeded noise images)
     profile_backend: str | None = None  # ort-* or ov-*: per-op-type times after the timing
@@ -378,7 +380,8 @@ def _time(cfg: BenchConfig, cands: dict[str, Candidate], results: dict[str, Resu
         return
     bar = tqdm(total=cfg.repeats, desc=desc, file=sys.stderr, disable=None, leave=False, unit="round")
     try:
-        timings = interleaved(fns, cfg.repeats, cfg.warmup, on_round=lambda _: bar.update(1))
+        timings = interleaved(fns, cfg.repeats, cfg.warmup, on_round=lambda _: bar.update(1), block=cfg.block,
+                              pause=cfg.pause)
     finally:
         bar.close()
     for name, t in timings.items():

@@ -1,4 +1,11 @@
-"""Side-by-side timing: candidates run interleaved, round by round, so drift hits all alike."""
+"""Side-by-side timing: candidates run interleaved, round by round, so drift hits all alike.
+
+Thread pools keep spinning after a run (OpenMP in PyTorch, ONNX Runtime's intra-op pool, TBB in
+OpenVINO). On a 2-core machine a candidate timed right after another would share the cores with the
+previous one's spinning workers, so each candidate's turn starts after a short ``pause`` and times a
+``block`` of consecutive runs: every candidate is measured with its own threading as deployed, and
+none pays for its neighbour's.
+"""
 from __future__ import annotations
 
 import statistics
@@ -20,16 +27,21 @@ class Timing:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 3,
-                on_round: Callable[[int], None] | None = None) -> dict[str, Timing]:
+                on_round: Callable[[int], None] | None = None, block: int = 1,
+                pause: float = 0.0) -> dict[str, Timing]:
+    """Median and p90 per candidate over ``repeats`` rounds of ``block`` runs each."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            samples[name].append((time.perf_counter() - t0) * 1e3)
+            if pause:
+                time.sleep(pause)
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append((time.perf_counter() - t0) * 1e3)
         if on_round:
             on_round(r)
     out = {}

@@ -37,6 +37,11 @@ def parser() -> argparse.ArgumentParser:
                    help="threads for PyTorch, ONNX Runtime and OpenVINO alike (default 2)")
     p.add_argument("--repeats", type=positive_int, default=20, help="timed rounds (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs per backend first (default 3)")
+    p.add_argument("--block", type=positive_int, default=3,
+                   help="consecutive timed runs per backend in each round (default 3)")
+    p.add_argument("--pause", type=float, default=0.3,
+                   help="seconds of idle before each backend's turn, so that the previous backend's spinning "
+                   "thread pool does not share the cores with it (default 0.3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input")
     p.add_argument("--calib", metavar="DIR", help="images to calibrate the INT8 paths on (default: a few "
                    "noise images, enough for timing; give real ones with --weights for a meaningful accuracy)")
@@ -58,13 +63,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         bench.check_plot_available()
     if args.calib and not os.path.isdir(args.calib):
         raise UsageError(f"--calib {args.calib}: not a folder of images")
-    # parse_size after parse_list: parse_list turns any ValueError (InputSizeError is one) into "bad list"
-    sizes = [parse_size(t) for t in parse_list(args.sizes, str, "size")]
+    sizes = parse_list(args.sizes, parse_size, "size")
     cfg = bench.BenchConfig(
         variant=args.variant or (None if args.weights else "s"), weights=args.weights,
         sizes=sizes, batches=parse_list(args.batch, _positive, "batch"),
         backends=bench.check_backends(parse_list(args.backends, str, "backend")), threads=args.threads,
-        repeats=args.repeats, warmup=max(0, args.warmup), seed=args.seed, calib=args.calib,
+        repeats=args.repeats, warmup=max(0, args.warmup), block=args.block, pause=max(0.0, args.pause),
+        seed=args.seed, calib=args.calib,
         profile_backend=args.profile_backend if args.profile else None)
     report = bench.run_bench(cfg, log=lambda line: print(line, file=sys.stderr))
     report["command"] = shlex.join(["crossformer-bench", *argv])

@@ -9,7 +9,8 @@ Group (gi, gj), member (a, c) sits at row ``gi * s_out + a * s_in`` and col ``gj
 of the map padded right/bottom to (Hp, Wp):
   SDA: s_out = g (group size), s_in = 1; groups are g x g adjacent tokens.
   LDA: s_out = 1, s_in = I (interval); group (i, j) holds rows i, i+I, ..., cols j, j+I, ...
-Padding is never materialised: padded slots point at an appended zero token and are masked as keys.
+Padding is never materialised: padded slots point at token 0 and are masked as keys (so what they
+hold never reaches an output) and dropped as queries.
 """
 from __future__ import annotations
 
@@ -90,15 +91,15 @@ def member_coords(lay: GroupLayout, device=None) -> tuple[Tensor, Tensor]:
 def group_index(lay: GroupLayout, device=None) -> tuple[Tensor, Tensor]:
     """Token index of every group slot, and which slots are real tokens.
 
-    Returns ``index`` [nG, N] into the flattened map with one zero token appended (padded slots
-    point at H*W) and ``valid`` [nG, N] (False for padding).
+    Returns ``index`` [nG, N] into the flattened map (padded slots point at token 0: a copy of a real
+    token instead of a zero-padded copy of the map) and ``valid`` [nG, N] (False for padding).
     """
     gid = _arange(lay.nh * lay.nw, device)
     a, c = member_coords(lay, device)
     rows = (gid // lay.nw)[:, None] * lay.s_out + a[None, :] * lay.s_in
     cols = (gid % lay.nw)[:, None] * lay.s_out + c[None, :] * lay.s_in
     valid = (rows < lay.H) & (cols < lay.W)
-    index = torch.where(valid, rows * lay.W + cols, torch.zeros_like(rows) + lay.H * lay.W)
+    index = torch.where(valid, rows * lay.W + cols, torch.zeros_like(rows))
     return index, valid
 
 
@@ -112,11 +113,9 @@ def ungroup_index(lay: GroupLayout, device=None) -> Tensor:
 
 
 def group(x: Tensor, index: Tensor) -> Tensor:
-    """[B, H, W, C] -> [B, nG, N, C], padded slots zero."""
+    """[B, H, W, C] -> [B, nG, N, C] (padded slots: a copy of token 0, to be masked)."""
     B, C = x.shape[0], x.shape[-1]
-    flat = x.reshape(B, -1, C)
-    flat = torch.cat([flat, flat.new_zeros(B, 1, C)], dim=1)
-    return flat[:, index]
+    return x.reshape(B, -1, C)[:, index]
 
 
 def ungroup(x: Tensor, inverse: Tensor) -> Tensor:
