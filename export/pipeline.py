@@ -1,7 +1,8 @@
 """The ordered graph passes for each deployment target.
 
     plain        the exporter's graph, untouched
-    onnxruntime  fold_dpb -> cleanup      (static or --max-size: no DPB MLP at run time)
+    onnxruntime  fold_dpb -> cleanup [-> share_group_bias]  (static or --max-size: no DPB MLP at run time;
+                 static: one bias per block where nothing pads)
     openvino     the same graph as onnxruntime
     tensorrt     fold_dpb -> fuse_grouped_attention -> cleanup   (one plugin node per block)
 
@@ -21,17 +22,20 @@ from .passes.blocks import Architecture
 from .passes.cleanup import cleanup
 from .passes.fold_dpb import fold_dpb
 from .passes.fuse_grouped_attention import DOMAIN, fuse_grouped_attention
+from .passes.share_group_bias import share_group_bias
 
 TARGETS = ("plain", "onnxruntime", "openvino", "tensorrt")
 Pass = Callable[[gs.Graph], gs.Graph]
 
 
-def passes(target: str, arch: Architecture, max_size: tuple[int, int] | None) -> list[tuple[str, Pass]]:
+def passes(target: str, arch: Architecture, max_size: tuple[int, int] | None,
+           static: bool = False) -> list[tuple[str, Pass]]:
     fold = [("fold_dpb", lambda g: fold_dpb(g, arch, max_size))] if max_size else []
     if target == "plain":
         return []
     if target in ("onnxruntime", "openvino"):
-        return [*fold, ("cleanup", cleanup)]
+        share = [("share_group_bias", share_group_bias)] if static else []
+        return [*fold, ("cleanup", cleanup), *share]
     if target == "tensorrt":
         return [*fold, ("fuse_grouped_attention", lambda g: fuse_grouped_attention(g, arch)), ("cleanup", cleanup)]
     raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
@@ -60,7 +64,7 @@ def run_pipeline(proto: onnx.ModelProto, target: str, max_size: tuple[int, int] 
     graph = gs.import_onnx(proto)
     if explain:
         explain(f"{'exported':>24}: {len(graph.nodes):5d} nodes")
-    for name, fn in passes(target, arch, max_size):
+    for name, fn in passes(target, arch, max_size, static=not info.dynamic):
         before = op_counts(graph)
         graph = fn(graph)
         if explain:

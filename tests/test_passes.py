@@ -117,3 +117,21 @@ def test_explain_through_cli(golden_ckpt, tmp_path):
     assert any("fold_dpb" in ln and "LayerNormalization -24" in ln for ln in lines)
     assert any("fuse_grouped_attention" in ln and "->" in ln for ln in lines)
     assert any("GroupedAttention 8" in ln for ln in lines)
+
+
+def test_share_group_bias_keeps_padded_blocks_per_group(golden_ckpt):
+    """At 224x320 the SDA blocks pad the width (56x80 -> 8x12 groups of 7x7), so they keep nG biases;
+    the LDA blocks pad nothing (I divides every map) and share one."""
+    from crossformer_deploy.export.passes.share_group_bias import folded_biases
+
+    model = create_model(None, golden_ckpt)
+    proto = to_onnx(model, ModelInfo("tiny", "classifier", 10, "g", input_size=(224, 320), dynamic=False, batch=1))
+    out = run_pipeline(proto, "onnxruntime")
+    import onnx_graphsurgeon as gs
+
+    shapes = [tuple(c.values.shape) for c in folded_biases(gs.import_onnx(out))]
+    assert len(shapes) == 8
+    assert (96, 1, 49, 49) in shapes  # stage-1 SDA: 8x12 groups, the right column padded: kept per group
+    assert sorted(s for s in shapes if s[0] == 1)[:2] == [(1, 1, 70, 70), (1, 2, 70, 70)]  # LDA: shared
+    x = inputs(224, 320, 1)
+    assert np.abs(ort_run(out, x) - ort_run(proto, x)).max() <= 1e-5
