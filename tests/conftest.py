@@ -1,3 +1,4 @@
+import importlib.util
 import os
 
 import pytest
@@ -5,6 +6,8 @@ import torch
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 GOLDEN_CKPT = os.path.join(DATA, "golden_tiny.pth")
+DIGITS = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "digits")
+DIGITS_CKPT = os.path.join(DIGITS, "crossformer_digits.pth")
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -17,3 +20,13 @@ def golden_cases():
 @pytest.fixture(scope="session")
 def golden_ckpt():
     return GOLDEN_CKPT
+
+
+@pytest.fixture(scope="module")
+def digits_data():
+    """examples/digits/data.py (the trained model's data split), imported from its folder."""
+    pytest.importorskip("sklearn", reason="the digits example needs scikit-learn")
+    spec = importlib.util.spec_from_file_location("digits_data", os.path.join(DIGITS, "data.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -5,9 +5,7 @@ movement (Transpose, Reshape, Gather, Concat...): it runs Conv/MatMul/Add/Erf of
 between inserted Casts, so every op's *output* is still rounded to fp16 (range and rounding are
 checked), but not fp16 arithmetic inside an op (as on a GPU with fp32 accumulation).
 """
-import importlib.util
 import json
-import os
 import shutil
 
 import numpy as np
@@ -33,25 +31,18 @@ from .helpers import ort_session, perturb
 
 pytest.importorskip("sklearn", reason="the digits example needs scikit-learn")
 
-DIGITS = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "digits")
-CKPT = os.path.join(DIGITS, "crossformer_digits.pth")
+from .conftest import DIGITS_CKPT as CKPT
+
 SIZE = (64, 64)
 CALIB_COUNT = 128  # train-split images; the test split stays held out
 LINEAR_OPS = ("MatMul", "Conv", "Gemm")
 
 
 # ---------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def data():
-    spec = importlib.util.spec_from_file_location("digits_data", os.path.join(DIGITS, "data.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 @pytest.fixture(scope="module")
-def test_split(data):
-    x, y = data.load_split("test")
+def test_split(digits_data):
+    x, y = digits_data.load_split("test")
     return x.numpy(), y.numpy()
 
 
@@ -80,9 +71,9 @@ def fp16(fp32, work):
 
 
 @pytest.fixture(scope="module")
-def calib_dir(data, work):
+def calib_dir(digits_data, work):
     d = work / "calib"
-    data.export_image_folder(d, "train", limit=CALIB_COUNT)
+    digits_data.export_image_folder(d, "train", limit=CALIB_COUNT)
     return str(d)
 
 
@@ -349,13 +340,13 @@ def test_calibration_set_is_deterministic(calib_dir, tmp_path):
     assert batch.shape == (4, 3, *SIZE) and batch.dtype == np.float32
 
 
-def test_cli_fp16_int8_and_validate(tmp_path, data):
+def test_cli_fp16_int8_and_validate(tmp_path, digits_data):
     """The flags end to end: export, then crossformer-validate on labelled digits (accuracy reported)."""
     from .test_cli import assert_one_line_error, cli
 
     ckpt = CKPT
-    data.export_image_folder(str(tmp_path / "calib"), "train", limit=32)
-    data.export_image_folder(str(tmp_path / "test"), "test", limit=40)
+    digits_data.export_image_folder(str(tmp_path / "calib"), "train", limit=32)
+    digits_data.export_image_folder(str(tmp_path / "test"), "test", limit=40)
     for flags in (["--fp16"], ["--int8", "--calib", str(tmp_path / "calib"), "--calib-size", "64"]):
         out = str(tmp_path / "m.onnx")
         r = cli("export", "--weights", ckpt, "--crop-ratio", "1.0", *flags, "-o", out)
