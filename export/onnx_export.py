@@ -8,6 +8,7 @@ for a tiny config, and left more shape arithmetic to fold (DESIGN.md §2b).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -55,8 +56,7 @@ def to_onnx(model: CrossFormer, info: ModelInfo, opset: int = DEFAULT_OPSET) -> 
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about sizes: sizes are graph values by design
-        ctx = fixed_size_tracing() if not info.dynamic else _nullcontext()
-        with ctx:
+        with fixed_size_tracing() if not info.dynamic else contextlib.nullcontext():
             torch.onnx.export(model, (dummy,), buf, dynamo=False, opset_version=opset,
                               input_names=["image"], output_names=output_names(model),
                               dynamic_axes=axes, do_constant_folding=True)
@@ -107,10 +107,3 @@ def export(model: CrossFormer, path: str | os.PathLike, info: ModelInfo, opset: 
 def _quiet(_: str) -> None:
     pass
 
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

@@ -17,6 +17,7 @@ from onnx import helper
 
 from crossformer_deploy.model.attention import grouped_attention
 from crossformer_deploy.model.grouping import group_layout
+from crossformer_deploy.plugins.reference import crop_table
 
 DOMAIN = "crossformer"
 OP = "GroupedAttention"
@@ -31,14 +32,9 @@ class _Reference(torch.nn.Module):
         self.num_heads, self.lda, self.g, self.i, self.scale = num_heads, mode == "lda", group_size, interval, scale
 
     def forward(self, qkv: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        shape, tshape = torch._shape_as_tensor(qkv), torch._shape_as_tensor(table)
+        shape = torch._shape_as_tensor(qkv)
         lay = group_layout(shape[1], shape[2], self.g, self.i, self.lda)
-        ch, cw = (tshape[1] - 1) // 2, (tshape[2] - 1) // 2
-        # Crop the centred table to this group's window with index ops: slicing would bake the bounds.
-        rows = torch.arange(ch - (lay.gh - 1), ch + lay.gh)
-        cols = torch.arange(cw - (lay.gw - 1), cw + lay.gw)
-        flat = table.index_select(1, rows).index_select(2, cols).reshape(self.num_heads, -1).t()
-        return grouped_attention(qkv, flat, lay, self.num_heads, self.scale)
+        return grouped_attention(qkv, crop_table(table, lay.gh, lay.gw), lay, self.num_heads, self.scale)
 
 
 def overload_name(attrs: dict) -> str:

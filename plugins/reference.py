@@ -42,12 +42,18 @@ def pad_table(table: Tensor, th: int, tw: int, fill: float = float("nan")) -> Te
     return out
 
 
-def crop_table(table: Tensor, gh: int, gw: int) -> Tensor:
-    """Centred ``[heads, TH, TW]`` -> the model's flat ``[(2gh-1)(2gw-1), heads]`` for a gh x gw group."""
-    heads, th, tw = table.shape
-    ch, cw = (th - 1) // 2, (tw - 1) // 2
-    window = table[:, ch - (gh - 1):ch + gh, cw - (gw - 1):cw + gw]
-    return window.reshape(heads, -1).t()
+def crop_table(table: Tensor, gh, gw) -> Tensor:
+    """Centred ``[heads, TH, TW]`` -> the model's flat ``[(2gh-1)(2gw-1), heads]`` for a gh x gw group.
+
+    Index ops, not slicing: gh and gw may be 0-d tensors while the ONNX exporter traces (the op's
+    ONNX function), and slice bounds would be baked in as constants.
+    """
+    heads = table.shape[0]
+    shape = torch._shape_as_tensor(table) if torch.jit.is_tracing() else table.shape
+    ch, cw = (shape[1] - 1) // 2, (shape[2] - 1) // 2
+    rows = torch.arange(ch - (gh - 1), ch + gh, device=table.device)
+    cols = torch.arange(cw - (gw - 1), cw + gw, device=table.device)
+    return table.index_select(1, rows).index_select(2, cols).reshape(heads, -1).t()
 
 
 def check_inputs(qkv_shape: tuple[int, ...], qkv_dtype: torch.dtype, table_shape: tuple[int, ...],
