@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
-from .errors import UsageError
+from .errors import UsageError, first_line
 from .export.metadata import ModelInfo
 from .export.onnx_export import export, output_names, save_onnx, to_onnx
 from .model.factory import build_model, weights_label
@@ -306,8 +306,8 @@ BUILDERS: dict[str, Callable[[Context], Candidate]] = {
 
 
 def one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text[:200]}" if not isinstance(e, UsageError) else text[:240]
+    """A backend's failure for the table's note column (our own errors need no type name)."""
+    return first_line(e, 240) if isinstance(e, UsageError) else f"{type(e).__name__}: {first_line(e, 200)}"
 
 
 # -- one case

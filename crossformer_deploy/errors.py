@@ -24,3 +24,9 @@ class ImageError(CrossFormerError):
 
 class UsageError(CrossFormerError):
     """Command-line arguments that do not fit together."""
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (or its type name): what a one-line error can quote."""
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:limit]

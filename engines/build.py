@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from ..errors import CrossFormerError, ModelFileError, UsageError
+from ..errors import CrossFormerError, ModelFileError, UsageError, first_line
 from ..export.metadata import ModelInfo
 from ..fileio import atomic_path, check_output_path, sha256_file, write_bytes_atomic
 from ..runtime.open import ENGINE_EXTS  # the extensions open_runner sends to TensorRT
@@ -302,12 +302,12 @@ def register_plugin() -> None:
         from ..plugins import tensorrt_plugin
     except Exception as e:
         raise UsageError(f"this ONNX uses crossformer::GroupedAttention, but its TensorRT plugin module does not "
-                         f"import ({type(e).__name__}: {_first_line(e)})") from None
+                         f"import ({type(e).__name__}: {first_line(e)})") from None
     try:
         tensorrt_plugin.register()
     except Exception as e:
         raise UsageError(f"this ONNX uses crossformer::GroupedAttention; registering its TensorRT plugin failed: "
-                         f"{_first_line(e)}") from None
+                         f"{first_line(e)}") from None
 
 
 def tensorrt_build(req: BuildRequest, timing_cache: str | None) -> bytes:
@@ -336,10 +336,7 @@ def tensorrt_build(req: BuildRequest, timing_cache: str | None) -> bytes:
             plan = EngineBytesFromNetwork(network, config=config, save_timing_cache=timing_cache)()
     except PolygraphyException as e:
         raise ModelFileError(f"TensorRT could not build an engine from {os.path.basename(req.onnx_path)}: "
-                             f"{_first_line(e)}") from None
+                             f"{first_line(e)}") from None
     return bytes(plan)
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:300]

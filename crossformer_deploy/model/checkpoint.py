@@ -13,7 +13,7 @@ import zipfile
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 from .config import TINY, VARIANTS, CrossFormerConfig
 
 DERIVED = ("attn.biases", "attn.relative_position_index", "attn_mask")
@@ -37,8 +37,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: refused, the pickle needs code execution to load "
                               f"(weights_only=True): {first}") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({msg})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(e)})") from None
     return unwrap(obj, path)
 
 

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from ..errors import ModelFileError, UsageError
+from ..errors import ModelFileError, UsageError, first_line
 from .runner import Runner, TensorSpec
 
 PROVIDERS = {
@@ -60,8 +60,7 @@ class OnnxRuntimeRunner(Runner):
             self.session = ort.InferenceSession(self.path, opts, providers=[p for p in PROVIDERS[self.provider]
                                                                              if p in available])
         except Exception as e:  # ORT raises its own exception types for every kind of bad file
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelFileError(f"{self.path}: not a loadable ONNX model ({first[:200]})") from None
+            raise ModelFileError(f"{self.path}: not a loadable ONNX model ({first_line(e, 200)})") from None
         stride = self.session.get_modelmeta().custom_metadata_map.get("stride")
         self.stride = int(stride) if stride and stride.isdigit() else None
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import ModelFileError, UsageError
+from ..errors import ModelFileError, UsageError, first_line
 from .onnxruntime_runner import check_model_file
 from .runner import Runner, TensorSpec
 
@@ -73,8 +73,7 @@ class OpenVINORunner(Runner):
         try:
             model = core.read_model(self.path)
         except Exception as e:  # OpenVINO raises RuntimeError for every kind of unreadable file
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelFileError(f"{self.path}: OpenVINO cannot read this model ({first[:200]})") from None
+            raise ModelFileError(f"{self.path}: OpenVINO cannot read this model ({first_line(e, 200)})") from None
         if self.static_shape is not None:
             shapes = (dict(self.static_shape) if isinstance(self.static_shape, Mapping)
                       else {model.inputs[0].get_any_name(): self.static_shape})
