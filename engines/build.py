@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from ..errors import CrossFormerError, ModelFileError, UsageError, first_line
 from ..export.metadata import ModelInfo
 from ..fileio import atomic_path, check_output_path, sha256_file, write_bytes_atomic
-from ..runtime.open import ENGINE_EXTS  # the extensions open_runner sends to TensorRT
+from ..runtime.open import ENGINE_EXTS, load_exported_onnx  # ENGINE_EXTS: what open_runner sends to TensorRT
 from .identity import (
     DeviceIdentity,
     EngineIdentity,
@@ -80,24 +80,11 @@ class BuildResult:
 def prepare_build(onnx_path: str | os.PathLike, profiles: str | Iterable[str] | Sequence[Profile] | None = None,
                   optimization_level: int = 3) -> BuildRequest:
     """Read and check everything about a build that needs no TensorRT (see the module docstring)."""
-    import onnx
-
     onnx_path = os.fspath(onnx_path)
-    if not os.path.isfile(onnx_path):
-        raise ModelFileError(f"ONNX file not found: {onnx_path}")
     if optimization_level not in OPT_LEVELS:
         raise UsageError(f"optimisation level {optimization_level} is not one of TensorRT's levels 0..5")
-    try:
-        proto = onnx.load(onnx_path, load_external_data=False)
-    except Exception as e:  # DecodeError and friends
-        raise ModelFileError(f"{onnx_path}: not an ONNX model, or truncated ({type(e).__name__})") from None
-    if not proto.graph.node:
-        raise ModelFileError(f"{onnx_path}: not an ONNX model, or truncated (no graph)")
-    props = {p.key: p.value for p in proto.metadata_props}
-    if "variant" not in props:
-        raise UsageError(f"{onnx_path}: not exported by crossformer-export (no CrossFormer metadata); "
-                         "engines are built from crossformer-export's ONNX")
-    info = ModelInfo.from_props(props)
+    proto, info = load_exported_onnx(onnx_path, missing="ONNX file",
+                                     hint="; engines are built from crossformer-export's ONNX")
     name, dims = _image_input(proto, onnx_path)
     chosen = _profiles(profiles, info, dims)
     validate_for_model(chosen, info, dims)

@@ -33,10 +33,16 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
         from ..engines.identity import read_sidecar
 
         return read_sidecar(path).info
+    return load_exported_onnx(path)[1]
+
+
+def load_exported_onnx(path: str, missing: str = "model file", hint: str = "") -> tuple:
+    """(ModelProto without external data, ModelInfo) of an ONNX file crossformer-export wrote; one-line
+    errors for a missing, truncated or foreign file (``missing`` names the file, ``hint`` ends the last)."""
     import onnx
 
     if not os.path.isfile(path):
-        raise ModelFileError(f"model file not found: {path}")
+        raise ModelFileError(f"{missing} not found: {path}")
     try:
         proto = onnx.load(path, load_external_data=False)
     except Exception as e:  # DecodeError and friends: truncated or not ONNX at all
@@ -45,5 +51,5 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
         raise ModelFileError(f"{path}: not an ONNX model, or truncated (no graph)")
     props = {p.key: p.value for p in proto.metadata_props}
     if "variant" not in props:
-        raise UsageError(f"{path}: not exported by crossformer-export (no CrossFormer metadata)")
-    return ModelInfo.from_props(props)
+        raise UsageError(f"{path}: not exported by crossformer-export (no CrossFormer metadata){hint}")
+    return proto, ModelInfo.from_props(props)
