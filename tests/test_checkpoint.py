@@ -64,16 +64,30 @@ def test_foreign_and_corrupt(tmp_path):
 
 
 class Evil:
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
     def __reduce__(self):
-        return (os.system, ("echo pwned",))
+        return (self.call, self.args)
 
 
-def test_pickle_needing_code_is_refused(tmp_path):
-    p = tmp_path / "evil.pth"
-    with open(p, "wb") as f:
-        pickle.dump({"model": Evil()}, f)
-    with pytest.raises(CheckpointError, match="refused"):
-        read_state_dict(p)
+@pytest.mark.parametrize("torch_zip", [False, True], ids=["plain-pickle", "torch-save"])
+def test_pickle_needing_code_is_refused(tmp_path, golden_ckpt, torch_zip):
+    marker = tmp_path / "pwned"
+    sd = torch.load(golden_ckpt, weights_only=True)["model"]
+    evils = {f"{os.system.__module__}.system": Evil(os.system, f"touch {marker}"),
+             "builtins.eval": Evil(eval, f"open({str(marker)!r}, 'w')"),
+             "builtins.__import__": Evil(__import__, "subprocess")}
+    for name, evil in evils.items():
+        p = tmp_path / "evil.pth"
+        if torch_zip:  # beside real weights, where the authors keep their config
+            torch.save({"model": sd, "config": evil}, p)
+        else:  # a bare pickle (tensors would pickle through torch's own loader, refused as well)
+            with open(p, "wb") as f:
+                pickle.dump({"model": evil}, f, protocol=2)
+        with pytest.raises(CheckpointError, match=rf"refused, the pickle needs code .*{name}") as e:
+            read_state_dict(p)
+        assert "\n" not in str(e.value) and not marker.exists(), name
 
 
 def test_partial_checkpoint_names_missing(tmp_path, golden_ckpt):

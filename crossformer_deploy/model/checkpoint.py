@@ -2,18 +2,20 @@
 
 Layouts accepted: ImageNet releases ``{"model": sd}``; mmdet/mmseg ``{"state_dict": sd}`` with a
 ``backbone.`` prefix (neck and head keys ignored); a bare state dict; DDP's ``module.`` prefix;
-``.safetensors``. Derived buffers (``attn.biases``, ``attn.relative_position_index``) are dropped.
+``.safetensors``; the authors' training layout (weights next to optimizer, scheduler and a yacs config).
+Derived buffers (``attn.biases``, ``attn.relative_position_index``) are dropped. Pickles are read by
+``safe_pickle``: data only, never the checkpoint's code.
 """
 from __future__ import annotations
 
 import os
 import pickle
 import re
-import zipfile
 
 import torch
 
 from ..errors import CheckpointError, first_line
+from . import safe_pickle
 from .config import TINY, VARIANTS, CrossFormerConfig
 
 DERIVED = ("attn.biases", "attn.relative_position_index", "attn_mask")
@@ -22,23 +24,33 @@ HEAD_KEYS = ("norm.weight", "norm.bias", "head.weight", "head.bias")
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The model's tensors from a checkpoint file, unwrapped and with derived buffers dropped."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
+    path = checkpoint_file(path)
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file
 
             obj = load_file(path)
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            # weights_only=False only hands the job to safe_pickle, whose allow-list replaces torch's
+            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=safe_pickle)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: refused, the pickle needs code execution to load "
-                              f"(weights_only=True): {first}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path}: refused, the pickle needs code execution to load ({first_line(e)}); "
+                              "only tensors, containers and known config classes are loaded") from None
+    except Exception as e:  # truncated zip, garbage bytes, a pickle that builds nonsense: all the file's fault
         raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(e)})") from None
     return unwrap(obj, path)
+
+
+def checkpoint_file(path: str | os.PathLike) -> str:
+    """``path`` as a string if it is a readable file, else CheckpointError saying what it is instead."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path} is a directory, not a file")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"checkpoint {path}: permission denied")
+    return path
 
 
 def unwrap(obj: object, where: str = "checkpoint") -> dict[str, torch.Tensor]:

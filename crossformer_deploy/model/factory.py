@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from ..errors import CheckpointError
-from .checkpoint import describe, infer_config, load_weights, read_state_dict
+from .checkpoint import checkpoint_file, describe, infer_config, load_weights, read_state_dict
 from .config import CrossFormerConfig, get_config
 from .crossformer import CrossFormer
 
@@ -44,7 +44,7 @@ def weights_label(weights: str | os.PathLike | None, seed: int = 0) -> str:
         return f"random-init seed={seed}"
     from ..fileio import sha256_file
 
-    return f"{os.path.basename(os.fspath(weights))} sha256={sha256_file(weights)}"
+    return f"{os.path.basename(os.fspath(weights))} sha256={sha256_file(checkpoint_file(weights))}"
 
 
 def build_model(variant: str | CrossFormerConfig | None, weights: str | os.PathLike | None = None,
