@@ -40,7 +40,7 @@ from .identity import (
 from .profiles import Profile, default_profiles, parse_profiles, validate_for_model, validate_profile
 
 PLUGIN_DOMAIN = "crossformer"
-PLUGIN_SOURCES = ("tensorrt_plugin.py", "triton_kernel.py")  # the plugin's code, part of the cache key
+PLUGIN_SOURCES = ("tensorrt_plugin.py", "triton_kernel.py", "ptx.py")  # the plugin's code, part of the cache key
 OPT_LEVELS = range(0, 6)  # TensorRT's builder optimisation levels
 
 Progress = Callable[[str], None]

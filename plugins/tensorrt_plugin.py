@@ -1,84 +1,136 @@
-"""TensorRT registration of ``crossformer::GroupedAttention`` (``tensorrt.plugin``, TensorRT >= 10.6).
+"""TensorRT registration of ``crossformer::GroupedAttention`` (``tensorrt.plugin``, TensorRT >= 10.9).
 
-UNTESTED HERE: TensorRT cannot be installed on the development machines. This module is written
-against the documented ``tensorrt.plugin`` API (``register`` / ``autotune`` / ``aot_impl`` / ``impl``,
-``KernelLaunchParams``, ``SymInt32``, ``SymIntExprs``) and NVIDIA's quickly-deployable-plugin samples;
-the only part exercised here is the Triton ahead-of-time compilation it calls
-(``triton_kernel.compile_aot``). See README.md ("TensorRT") for what is and is not verified.
+The plugin has an ahead-of-time implementation only: ``aot_impl`` compiles the Triton kernel to PTX,
+trims Triton's hidden parameters to TensorRT's launch ABI (``ptx.trim_to_abi``) and returns it with the
+launch grid and the layout scalars as symbolic expressions of B, H, W. The PTX is embedded in the engine,
+so running the plan needs neither Python nor this module.
+
+Verified without TensorRT's libraries (tests/test_tensorrt_plugin.py): these functions run through the
+real ``tensorrt.plugin`` package of several ``tensorrt-cu12-bindings`` releases on a fake of the compiled
+core, fed plugin fields exactly as TensorRT's ONNX parser builds them. How the parser hands attributes over
+(onnx-tensorrt ``loadFields``) shapes the declarations below:
+- INT arrives as int32[1], FLOAT as float32[1]. Releases 10.9-10.16 of ``tensorrt.plugin`` convert a field
+  declared ``int`` with ``int(array)``, which NumPy >= 2.4 refuses; a field declared as a NumPy array is
+  converted with ``astype`` in every release. So numbers are declared as 1-element arrays.
+- STRING arrives with its C terminator counted in the length: ``mode`` is ``"lda\\x00"``. Stripped here,
+  or ``mode == "lda"`` would be False and every LDA block would run the SDA layout.
 
 Importing this module needs neither TensorRT nor Triton; ``register()`` needs both (at engine build
-time) and says which one is missing. With the ahead-of-time implementation the PTX is embedded in
-the serialized engine, so running the plan needs neither Python nor this module.
+time) and says which one is missing.
 """
 # No `from __future__ import annotations` here: tensorrt.plugin inspects the annotations of the
 # decorated functions as real classes (issubclass), not strings.
 import importlib.util
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 PLUGIN_ID = "crossformer::GroupedAttention"
 PLUGIN_NAMESPACE, PLUGIN_NAME = PLUGIN_ID.split("::")
+# tensorrt.plugin.aot_impl, KernelLaunchParams and SymIntExprs first ship in TensorRT 10.9.
+MIN_TENSORRT = "10.9"
 
 # Tactics TensorRT may time at build time: (BLOCK_M, BLOCK_N) of the kernel.
 TACTIC_BLOCKS = {1: (64, 64), 2: (32, 32)}
 # (qkv, table, output) dtypes the op accepts; the table is fp32 or qkv's dtype.
 IO_TYPES = ("FP32, FP32, FP32", "FP16, FP32, FP16", "FP16, FP16, FP16")
+# Kernel pointer parameters around the extra args: TensorRT passes inputs, extra args, outputs.
+NUM_INPUTS, NUM_OUTPUTS = 2, 1
 
-_registered = False
+# GPU target of the AOT compile; None = the GPU of the building process (a TensorRT engine is built on
+# the GPU it is for). Tests set a triton GPUTarget to compile without a GPU.
+aot_target: Any = None
+
+IntAttr = npt.NDArray[np.int32]
+FloatAttr = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Attrs:
+    """The node's attributes as plain Python values, whatever form the fields arrived in."""
+
+    num_heads: int
+    mode: str
+    group_size: int
+    interval: int
+    scale: float
+
+    @classmethod
+    def of(cls, num_heads: Any, mode: Any, group_size: Any, interval: Any, scale: Any) -> "Attrs":
+        a = cls(_scalar(num_heads, int, "num_heads"), _text(mode), _scalar(group_size, int, "group_size"),
+                _scalar(interval, int, "interval"), _scalar(scale, float, "scale"))
+        if a.mode not in ("sda", "lda"):
+            raise ValueError(f"{PLUGIN_ID}: mode must be 'sda' or 'lda', got {a.mode!r}")
+        if min(a.num_heads, a.group_size, a.interval) < 1:
+            raise ValueError(f"{PLUGIN_ID}: num_heads, group_size and interval must be >= 1, got "
+                             f"{a.num_heads}, {a.group_size}, {a.interval}")
+        return a
+
+
+def _scalar(value: Any, kind: type, name: str) -> Any:
+    arr = np.asarray(value).reshape(-1)
+    if arr.size != 1:
+        raise ValueError(f"{PLUGIN_ID}: attribute {name} must hold one value, got {arr.size}")
+    return kind(arr[0].item())
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        value = value.tobytes()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    return value.rstrip("\x00")  # the ONNX parser's C terminator
 
 
 def missing_requirements() -> list[str]:
     """What ``register()`` would complain about: [] when TensorRT (with tensorrt.plugin) and Triton import."""
     missing = [name for name in ("tensorrt", "triton") if importlib.util.find_spec(name) is None]
     if "tensorrt" not in missing and importlib.util.find_spec("tensorrt.plugin") is None:
-        missing.append("tensorrt.plugin (TensorRT >= 10.6)")
+        missing.append(f"tensorrt.plugin (TensorRT >= {MIN_TENSORRT})")
     return missing
 
 
-def register(jit: bool = False) -> None:
-    """Register the plugin in TensorRT's plugin registry (idempotent). Call before parsing/building.
-
-    Always defines the ahead-of-time implementation (Triton PTX embedded in the engine). ``jit=True``
-    also defines a Python ``impl`` (runs through PyTorch at inference, so the plan then needs Python);
-    with both defined, TensorRT needs a preference: the ONNX node attribute ``aot=1`` or the network
-    flag ``PREFER_AOT_PYTHON_PLUGINS``.
-    """
-    global _registered
-    if _registered:
-        return
+def register() -> None:
+    """Register the plugin in TensorRT's plugin registry (idempotent). Call before parsing/building."""
     missing = missing_requirements()
     if missing:
         raise RuntimeError(f"{PLUGIN_ID} needs {', '.join(missing)} to register (engine build time); "
-                           "install TensorRT >= 10.6 (`pip install tensorrt`) and `pip install triton`")
+                           f"install TensorRT >= {MIN_TENSORRT} (`pip install 'tensorrt>=10.9'`) and "
+                           "`pip install 'triton>=3.3'`")
     import tensorrt.plugin as trtp
 
     if not hasattr(trtp, "aot_impl"):
-        raise RuntimeError(f"{PLUGIN_ID}: this TensorRT has no tensorrt.plugin.aot_impl (needs TensorRT >= 10.6)")
-    _define(trtp, jit)
-    _registered = True
+        version = getattr(importlib.import_module("tensorrt"), "__version__", "?")
+        raise RuntimeError(f"{PLUGIN_ID} needs TensorRT >= {MIN_TENSORRT} (tensorrt.plugin.aot_impl); "
+                           f"this is TensorRT {version}")
+    if _defined(trtp):
+        return
+    _define(trtp)
 
 
-def _check_attrs(num_heads: int, mode: str, group_size: int, interval: int) -> None:
-    if mode not in ("sda", "lda"):
-        raise ValueError(f"{PLUGIN_ID}: mode must be 'sda' or 'lda', got {mode!r}")
-    if min(num_heads, group_size, interval) < 1:
-        raise ValueError(f"{PLUGIN_ID}: num_heads, group_size and interval must be >= 1")
+def _defined(trtp: Any) -> bool:
+    # tensorrt.plugin.op.<namespace>.<name> exists once registered; it raises AttributeError otherwise
+    return hasattr(trtp.op, PLUGIN_NAMESPACE) and hasattr(getattr(trtp.op, PLUGIN_NAMESPACE), PLUGIN_NAME)
 
 
-def _define(trtp: Any, jit: bool) -> None:
+def _define(trtp: Any) -> None:
     import tensorrt as trt
     import torch
 
+    from . import ptx as ptx_abi
     from . import triton_kernel as tk
 
     torch_dtype = {trt.float32: torch.float32, trt.float16: torch.float16}
     sym_ops = SimpleNamespace(min=trtp.min, max=trtp.max, cdiv=trtp.cdiv)
 
     @trtp.register(PLUGIN_ID)
-    def describe(qkv: trtp.TensorDesc, table: trtp.TensorDesc, num_heads: int, mode: str, group_size: int,
-                 interval: int, scale: float) -> trtp.TensorDesc:
+    def describe(qkv: trtp.TensorDesc, table: trtp.TensorDesc, num_heads: IntAttr, mode: str, group_size: IntAttr,
+                 interval: IntAttr, scale: FloatAttr) -> trtp.TensorDesc:
         # [B, H, W, 3C] -> [B, H, W, C], qkv's dtype
-        _check_attrs(num_heads, mode, group_size, interval)
+        Attrs.of(num_heads, mode, group_size, interval, scale)
         s = qkv.shape_expr
         return trtp.from_shape_expr((s[0], s[1], s[2], s[3] // 3), dtype=qkv.dtype)
 
@@ -88,41 +140,32 @@ def _define(trtp: Any, jit: bool) -> None:
         return [trtp.AutoTuneCombination(types, "LINEAR", list(TACTIC_BLOCKS)) for types in IO_TYPES]
 
     @trtp.aot_impl(PLUGIN_ID)
-    def aot_impl(qkv: trtp.TensorDesc, table: trtp.TensorDesc, num_heads: int, mode: str, group_size: int,
-                 interval: int, scale: float, outputs: tuple[trtp.TensorDesc],
+    def aot_impl(qkv: trtp.TensorDesc, table: trtp.TensorDesc, num_heads: IntAttr, mode: str, group_size: IntAttr,
+                 interval: IntAttr, scale: FloatAttr, outputs: tuple[trtp.TensorDesc],
                  tactic: int) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymIntExprs]:
-        _check_attrs(num_heads, mode, group_size, interval)
+        a = Attrs.of(num_heads, mode, group_size, interval, scale)
         B, H, W, C3 = qkv.shape_expr
         # heads and head_dim are compile-time constants of the kernel: the channel dim must be static
         if not C3.is_constant:
             raise ValueError(f"{PLUGIN_ID}: the last dim of qkv (3C) must be static in the engine profile")
-        head_dim = C3.constant_value() // 3 // num_heads
+        c3 = C3.constant_value()
+        if c3 % 3 or (c3 // 3) % a.num_heads:
+            raise ValueError(f"{PLUGIN_ID}: last dim of qkv {c3} is not 3 * num_heads * head_dim "
+                             f"(num_heads={a.num_heads})")
         block_m, block_n = TACTIC_BLOCKS.get(tactic, TACTIC_BLOCKS[1])
-        kernel = tk.compile_aot(torch_dtype[qkv.dtype], torch_dtype[table.dtype], num_heads, head_dim, scale,
-                                block_m=block_m, block_n=block_n)
+        kernel = tk.compile_aot(torch_dtype[qkv.dtype], torch_dtype[table.dtype], a.num_heads,
+                                c3 // 3 // a.num_heads, a.scale, block_m=block_m, block_n=block_n, target=aot_target)
         # the layout as symbolic expressions of H, W: evaluated by TensorRT at each enqueue
-        lay = tk.layout_scalars(H, W, group_size, interval, mode == "lda", ops=sym_ops)
+        lay = tk.layout_scalars(H, W, a.group_size, a.interval, a.mode == "lda", ops=sym_ops)
         _, TH, TW = table.shape_expr
         scalars = dict(lay, H=H, W=W, TH=TH, TW=TW)
         extra_args = trtp.SymIntExprs.from_tuple([trtp.SymInt32(scalars[n]) for n in tk.SCALAR_ARGS])
         launch = trtp.KernelLaunchParams()
         launch.grid_x = B * lay["nh"] * lay["nw"]
-        launch.grid_y = num_heads
+        launch.grid_y = a.num_heads
         launch.grid_z = trtp.cdiv(lay["gh"] * lay["gw"], block_m)
         launch.block_x = kernel.metadata.num_warps * 32
         launch.shared_mem = kernel.metadata.shared
-        return kernel.metadata.name, kernel.asm["ptx"], launch, extra_args
-
-    if not jit:
-        return
-
-    @trtp.impl(PLUGIN_ID)
-    def impl(qkv: trtp.Tensor, table: trtp.Tensor, num_heads: int, mode: str, group_size: int, interval: int,
-             scale: float, outputs: tuple[trtp.Tensor], stream: int, tactic: int) -> None:
-        block_m, block_n = TACTIC_BLOCKS.get(tactic, TACTIC_BLOCKS[1])
-        q = torch.as_tensor(qkv, device="cuda")
-        t = torch.as_tensor(table, device="cuda")
-        out = torch.as_tensor(outputs[0], device="cuda")
-        with torch.cuda.stream(torch.cuda.ExternalStream(stream)):
-            tk.grouped_attention_triton(q, t, num_heads, mode, group_size, interval, scale,
-                                        block_m=block_m, block_n=block_n, out=out)
+        name = kernel.metadata.name
+        ptx = ptx_abi.trim_to_abi(kernel.asm["ptx"], name, NUM_INPUTS + len(tk.SCALAR_ARGS) + NUM_OUTPUTS)
+        return name, ptx, launch, extra_args

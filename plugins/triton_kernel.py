@@ -191,6 +191,31 @@ _TRITON_DTYPE = {torch.float32: "fp32", torch.float16: "fp16"}
 SCALAR_ARGS = ("H", "W", "gh", "gw", "nh", "nw", "s_out", "s_in", "TH", "TW")
 
 
+def aot_ptx_version(arch: int) -> int:
+    """The PTX ISA version to emit for compute capability ``arch`` (e.g. 90): the oldest that the
+    architecture allows, not the newest that Triton's bundled ptxas knows.
+
+    TensorRT embeds the PTX in the engine and the driver JIT-compiles it when the engine loads, so the
+    PTX ISA decides the oldest driver that can run the engine. Triton 3.9 writes ``.version 9.4`` by
+    default, which CUDA 12 drivers (those of tensorrt-cu12) refuse; ISA 8.0 is CUDA 12.0's and the first
+    with sm_90a, 8.6 / 8.7 the first with sm_100 / sm_120.
+    """
+    return 87 if arch >= 120 else 86 if arch >= 100 else 80
+
+
+def _ast_source(fn: Any, signature: dict[str, str], constexprs: dict[str, Any]) -> Any:
+    """``triton.compiler.ASTSource`` across Triton releases: 3.3 renamed ``constants=`` to ``constexprs=``."""
+    import inspect
+
+    params = inspect.signature(triton.compiler.ASTSource.__init__).parameters
+    if "constexprs" in params:
+        return triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    if "constants" in params:  # Triton < 3.3: same dict, older name
+        return triton.compiler.ASTSource(fn=fn, signature=signature, constants=constexprs)
+    raise RuntimeError(f"this Triton ({triton.__version__}) has an ASTSource that takes neither constexprs= nor "
+                       "constants=; install triton>=3.3")
+
+
 def compile_aot(qkv_dtype: torch.dtype, table_dtype: torch.dtype, num_heads: int, head_dim: int, scale: float,
                 block_m: int = 64, block_n: int = 64, num_warps: int = 4, target: Any = None,
                 max_shared: int = 48 * 1024) -> Any:
@@ -202,6 +227,8 @@ def compile_aot(qkv_dtype: torch.dtype, table_dtype: torch.dtype, num_heads: int
     heads, head_dim, scale and the block sizes are baked in. Software-pipelining stages are reduced
     until the kernel needs at most ``max_shared`` bytes of shared memory: above 48 KiB a launcher must
     opt in (cuFuncSetAttribute), which Triton's launcher does and TensorRT's AOT launcher may not.
+    The PTX ISA is ``aot_ptx_version(arch)``. Triton's hidden trailing parameters are still declared:
+    ``ptx.trim_to_abi`` removes them for TensorRT.
     """
     _require_triton()
     fn = grouped_attention_kernel
@@ -213,10 +240,12 @@ def compile_aot(qkv_dtype: torch.dtype, table_dtype: torch.dtype, num_heads: int
     signature["out_ptr"] = ptr
     constexprs = dict(NUM_HEADS=num_heads, HEAD_DIM=head_dim, SCALE=float(scale), BLOCK_M=block_m, BLOCK_N=block_n,
                       BLOCK_D=builtins.max(16, triton.next_power_of_2(head_dim)))
-    src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constexprs)
-    extra = {} if target is None else {"target": target}
+    src = _ast_source(fn, signature, constexprs)
+    if target is None:
+        target = triton.runtime.driver.active.get_current_target()
+    options = {"num_warps": num_warps, "ptx_version": aot_ptx_version(int(target.arch))}
     for num_stages in (3, 2, 1):
-        kernel = triton.compile(src, options={"num_warps": num_warps, "num_stages": num_stages}, **extra)
+        kernel = triton.compile(src, target=target, options={**options, "num_stages": num_stages})
         if kernel.metadata.shared <= max_shared:
             break
     return kernel

@@ -1,0 +1,267 @@
+"""The TensorRT plugin driven through NVIDIA's real ``tensorrt.plugin`` package (several releases) on a fake of
+TensorRT's compiled core, with plugin fields built exactly as TensorRT's ONNX parser builds them from the
+GroupedAttention nodes our exporter writes.
+
+What this proves without TensorRT's libraries: registration, creator fields, create_plugin on parser-encoded
+fields, output dtype and shape, the offered type/format combinations, tactics, the launch grid, block and
+shared memory, the extra arguments (checked against the model's own ``group_layout`` at concrete sizes), and
+that the PTX entry declares exactly the parameters TensorRT passes (and assembles with ptxas). What it cannot
+prove: TensorRT's own C++ side (engine build, enqueue); see plugins/README.md.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from crossformer_deploy.model.grouping import group_layout
+
+from . import fake_tensorrt as ft
+from . import tensorrt_bindings
+from .fake_tensorrt_builder import build_layer, find_creator, parser_fields
+
+triton = pytest.importorskip("triton", reason="the AOT implementation compiles the Triton kernel")
+# NVIDIA's docstrings hold "\s" escapes; our code's warnings still show
+pytestmark = pytest.mark.filterwarnings("ignore:invalid escape sequence:DeprecationWarning")
+
+
+@pytest.fixture
+def trt_release(request, monkeypatch):
+    """(fake tensorrt, real tensorrt.plugin of release ``request.param``, our plugin module), isolated."""
+    saved = {n: m for n, m in sys.modules.items() if n == "tensorrt" or n.startswith("tensorrt.")}
+    try:
+        trt, trtp = tensorrt_bindings.load(request.param)
+    except RuntimeError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"could not fetch tensorrt-cu12-bindings {request.param}: {e}")
+    from triton.backends.compiler import GPUTarget
+
+    from crossformer_deploy.plugins import tensorrt_plugin
+
+    monkeypatch.setattr(tensorrt_plugin, "aot_target", GPUTarget("cuda", 90, 32))  # no GPU here: name one
+    yield trt, trtp, tensorrt_plugin
+    for name in [n for n in sys.modules if n == "tensorrt" or n.startswith("tensorrt.")]:
+        del sys.modules[name]
+    sys.modules.update(saved)
+
+
+@pytest.fixture(scope="module")
+def trt_nodes():
+    """The GroupedAttention nodes of the tiny model exported for --target tensorrt, fp32 and fp16, keyed by
+    (precision, mode, interval), with the dtypes of their two inputs."""
+    from crossformer_deploy.export.metadata import ModelInfo
+    from crossformer_deploy.export.onnx_export import to_onnx
+    from crossformer_deploy.export.pipeline import run_pipeline
+    from crossformer_deploy.export.precision.fp16 import to_fp16
+    from crossformer_deploy.model.factory import build_model
+
+    model = build_model("tiny", None, "classifier", 10, seed=0)
+    info = ModelInfo(variant="tiny", mode="classifier", num_classes=10, weights="random-init seed=0")
+    plain = run_pipeline(to_onnx(model, info), "plain")
+    out = {}
+    for precision, proto in (("fp32", plain), ("fp16", to_fp16(plain))):
+        graph = onnx.shape_inference.infer_shapes(run_pipeline(proto, "tensorrt"))
+        dtypes = {v.name: v.type.tensor_type.elem_type for v in [*graph.graph.value_info, *graph.graph.input]}
+        dtypes.update({t.name: t.data_type for t in graph.graph.initializer})
+        for node in graph.graph.node:
+            if node.op_type == "GroupedAttention":
+                attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+                key = (precision, attrs["mode"].decode(), attrs["interval"])
+                out.setdefault(key, (node, [dtypes.get(i) for i in node.input], attrs))
+    return out
+
+
+TRT_DTYPE = {onnx.TensorProto.FLOAT: ft.DataType.FLOAT, onnx.TensorProto.FLOAT16: ft.DataType.HALF}
+
+# (mode, interval, H, W, what it exercises): every layout kind of the op
+CASES = [
+    ("sda", 8, 14, 14, "SDA, 2x2 groups, no padding"),
+    ("sda", 8, 13, 19, "SDA padded right and bottom"),
+    ("lda", 4, 13, 19, "LDA padded, rectangular 4x5 groups"),
+    ("lda", 8, 32, 40, "LDA, 4x5 groups of stride 8"),
+    ("lda", 4, 7, 9, "LDA on a map with min(H, W) <= G: SDA 7x7 windows, padded"),
+    ("sda", 4, 4, 6, "SDA on a map smaller than G: one 4x4 window size"),
+]
+
+
+def _ptx_params(ptx: str, name: str) -> list[str]:
+    m = re.search(rf"\.entry\s+{re.escape(name)}\s*\(([^)]*)\)", ptx)
+    assert m, f"no .entry {name}"
+    return [p.strip() for p in m.group(1).split(",") if p.strip()]
+
+
+@pytest.mark.parametrize("trt_release", tensorrt_bindings.AOT_RELEASES, indirect=True)
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("mode,interval,H,W,what", CASES)
+def test_plugin_through_real_tensorrt_plugin(trt_release, trt_nodes, precision, mode, interval, H, W, what):
+    trt, _trtp, tensorrt_plugin = trt_release
+    tensorrt_plugin.register()
+    tensorrt_plugin.register()  # idempotent
+    node, (qkv_type, table_type), attrs = trt_nodes[(precision, mode, interval)]
+    heads, G = attrs["num_heads"], attrs["group_size"]
+    lay = group_layout(H, W, G, interval, mode == "lda")  # the model's layout: the oracle
+    C = heads * 32
+    TH, TW = 2 * lay.gh + 1, 2 * lay.gw + 3  # a profile's table is sized for its largest group: bigger is fine
+
+    creator = find_creator(trt, node)
+    assert creator is not None, "the parser would not find crossformer::GroupedAttention"
+    assert [f.name for f in creator.field_names] == ["num_heads", "mode", "group_size", "interval", "scale"]
+    fields = parser_fields(creator, node)
+    assert fields[1].data.tobytes() == mode.encode() + b"\0"  # what the parser really sends
+    qkv_dt, table_dt = TRT_DTYPE[qkv_type], TRT_DTYPE[table_type]
+    layer = build_layer(creator, fields, [(("B", "H", "W", 3 * C), qkv_dt), ((heads, TH, TW), table_dt)])
+
+    assert type(layer.plugin).__name__ == "_TemplateAOTPlugin"
+    assert layer.output_types == [qkv_dt]
+    B = 3
+    env = {"B": B, "H": H, "W": W}
+    assert [e.evaluate(env) for e in layer.output_shapes[0]] == [B, H, W, C]
+    want_combos = {(ft.DataType.FLOAT,) * 3, (ft.DataType.HALF, ft.DataType.FLOAT, ft.DataType.HALF),
+                   (ft.DataType.HALF,) * 3}
+    assert {types for types, _ in layer.combinations} == want_combos
+    assert all(f == ft.TensorFormat.LINEAR for _, fmts in layer.combinations for f in fmts)
+    assert len(layer.chosen) == 1, f"the network's types {qkv_dt, table_dt} are not offered once"
+    assert sorted(t for _, t in layer.kernels) == sorted(tensorrt_plugin.TACTIC_BLOCKS)
+
+    n_tok = lay.gh * lay.gw
+    for (_, tactic), kernel in layer.kernels.items():
+        block_m = tensorrt_plugin.TACTIC_BLOCKS[tactic][0]
+        launch, extra = kernel.evaluate(env)
+        assert (launch["grid_x"], launch["grid_y"], launch["grid_z"]) == (B * lay.nh * lay.nw, heads,
+                                                                          -(-n_tok // block_m)), what
+        assert launch["block_x"] % 32 == 0 and (launch["block_y"], launch["block_z"]) == (1, 1)
+        assert 0 < launch["shared_mem"] <= 48 * 1024
+        assert extra == [H, W, lay.gh, lay.gw, lay.nh, lay.nw, lay.s_out, lay.s_in, TH, TW], what
+        assert all(e.dtype == ft.PluginArgDataType.INT32 for e in kernel.extra)
+        # TensorRT launches with: input pointers, the extra args, output pointers. Nothing else.
+        params = _ptx_params(kernel.ptx, kernel.name)
+        kinds = ["ptr" if ".u64" in p else "i32" if ".u32" in p or ".s32" in p else p for p in params]
+        assert kinds == ["ptr"] * 2 + ["i32"] * len(kernel.extra) + ["ptr"]
+
+
+@pytest.mark.parametrize("trt_release", tensorrt_bindings.AOT_RELEASES, indirect=True)
+def test_parser_fields_reach_the_plugin_as_plain_values(trt_release, trt_nodes):
+    """'lda\\0' must not become an SDA layout, int32[1] / float32[1] must not trip int(array) on NumPy >= 2.4."""
+    trt, _trtp, tensorrt_plugin = trt_release
+    tensorrt_plugin.register()
+    node, _, attrs = trt_nodes[("fp32", "lda", 4)]
+    creator = find_creator(trt, node)
+    plugin = creator.create_plugin(creator.name, creator.plugin_namespace,
+                                   ft.PluginFieldCollection(parser_fields(creator, node)), ft.TensorRTPhase.BUILD,
+                                   ft.QuickPluginCreationRequest.UNKNOWN)
+    a = tensorrt_plugin.Attrs.of(**plugin.attrs)
+    scale = float(np.float32(attrs["scale"]))  # the parser sends float32
+    assert a == tensorrt_plugin.Attrs(attrs["num_heads"], "lda", attrs["group_size"], 4, scale)
+
+
+@pytest.mark.parametrize("trt_release", ["10.6.0"], indirect=True)
+def test_register_names_the_tensorrt_it_needs(trt_release):
+    _trt, trtp, tensorrt_plugin = trt_release
+    assert not hasattr(trtp, "aot_impl")
+    with pytest.raises(RuntimeError, match=r"needs TensorRT >= 10\.9 .*this is TensorRT 10\.6\.0"):
+        tensorrt_plugin.register()
+
+
+def test_attrs_normalise_every_encoding():
+    from crossformer_deploy.plugins.tensorrt_plugin import Attrs
+
+    want = Attrs(3, "lda", 7, 4, 0.25)
+    assert Attrs.of(np.array([3], np.int32), "lda\x00", np.array([7], np.int32), np.array([4], np.int32),
+                    np.array([0.25], np.float32)) == want
+    assert Attrs.of(3, b"lda\x00", 7, 4, 0.25) == want
+    assert Attrs.of(np.int64(3), np.frombuffer(b"lda\x00", np.int8), 7, 4, np.float64(0.25)) == want
+    with pytest.raises(ValueError, match="mode must be 'sda' or 'lda'"):
+        Attrs.of(3, "xda\x00", 7, 4, 0.25)
+    with pytest.raises(ValueError, match="must hold one value"):
+        Attrs.of(np.array([3, 4], np.int32), "sda", 7, 4, 0.25)
+
+
+# -- the PTX TensorRT gets ---------------------------------------------------------------------------------
+
+
+def _compiled(qkv=torch.float16, table=torch.float32, arch=90):
+    from triton.backends.compiler import GPUTarget
+
+    from crossformer_deploy.plugins.triton_kernel import compile_aot
+
+    return compile_aot(qkv, table, num_heads=3, head_dim=32, scale=32**-0.5, target=GPUTarget("cuda", arch, 32))
+
+
+def test_trim_to_abi_drops_only_unreferenced_hidden_params():
+    from crossformer_deploy.plugins.ptx import PTXABIError, entry_params, trim_to_abi
+    from crossformer_deploy.plugins.triton_kernel import SCALAR_ARGS
+
+    k = _compiled()
+    name, ptx = k.metadata.name, k.asm["ptx"]
+    n = 2 + len(SCALAR_ARGS) + 1
+    before = entry_params(ptx, name)
+    assert len(before) >= n  # Triton >= 3.3 declares its scratch pointers after ours
+    trimmed = trim_to_abi(ptx, name, n)
+    assert [p.name for p in entry_params(trimmed, name)] == [p.name for p in before[:n]]
+    assert trim_to_abi(trimmed, name, n) == trimmed
+    # a kernel body that reads a hidden parameter cannot run under TensorRT's launch: refused, not trimmed
+    if len(before) > n:
+        hidden = before[n].name
+        reads = ptx.replace("ret;", f"ld.param.u64 %rd999, [{hidden}];\n\tret;", 1)
+        with pytest.raises(PTXABIError, match="reads its hidden parameter"):
+            trim_to_abi(reads, name, n)
+    with pytest.raises(PTXABIError, match="TensorRT passes 20"):
+        trim_to_abi(ptx, name, 20)
+
+
+@pytest.mark.parametrize("arch", [80, 90])
+def test_trimmed_ptx_assembles_for_the_gpu(arch, tmp_path):
+    """ptxas accepts the entry TensorRT will load: the trimmed parameter list and the PTX ISA a CUDA 12
+    driver reads (Triton's default ISA is newer than CUDA 12 drivers know)."""
+    from crossformer_deploy.plugins.ptx import trim_to_abi
+    from crossformer_deploy.plugins.triton_kernel import SCALAR_ARGS, aot_ptx_version
+
+    ptxas = shutil.which("ptxas")
+    if ptxas is None:
+        pytest.skip("ptxas (CUDA toolkit) is not on PATH")
+    k = _compiled(arch=arch)
+    ptx = trim_to_abi(k.asm["ptx"], k.metadata.name, 2 + len(SCALAR_ARGS) + 1)
+    v = aot_ptx_version(arch)
+    assert re.search(rf"^\.version {v // 10}\.{v % 10}$", ptx, re.M)
+    src = tmp_path / "k.ptx"
+    src.write_text(ptx)
+    target = "sm_90a" if arch == 90 else f"sm_{arch}"
+    r = subprocess.run([ptxas, f"-arch={target}", str(src), "-o", str(tmp_path / "k.cubin")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_ast_source_keyword_follows_the_triton_release(monkeypatch):
+    """Triton 3.3 renamed ASTSource's constants= to constexprs=; the same dict goes to whichever exists."""
+    from crossformer_deploy.plugins import triton_kernel as tk
+
+    seen = {}
+
+    class Old:
+        def __init__(self, fn, signature, constants=None, attrs=None):
+            seen["old"] = constants
+
+    class New:
+        def __init__(self, fn, signature, constexprs=None, attrs=None):
+            seen["new"] = constexprs
+
+    for cls in (Old, New):
+        monkeypatch.setattr(triton.compiler, "ASTSource", cls)
+        tk._ast_source(None, {"x": "*fp32"}, {"BLOCK": 16})
+    assert seen == {"old": {"BLOCK": 16}, "new": {"BLOCK": 16}}
+
+    class Neither:
+        def __init__(self, fn, signature):
+            pass
+
+    monkeypatch.setattr(triton.compiler, "ASTSource", Neither)
+    with pytest.raises(RuntimeError, match=r"triton>=3\.3"):
+        tk._ast_source(None, {}, {})
