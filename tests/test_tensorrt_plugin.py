@@ -265,3 +265,17 @@ def test_ast_source_keyword_follows_the_triton_release(monkeypatch):
     monkeypatch.setattr(triton.compiler, "ASTSource", Neither)
     with pytest.raises(RuntimeError, match=r"triton>=3\.3"):
         tk._ast_source(None, {}, {})
+
+
+def test_version_pins_say_what_is_needed():
+    """setup.cfg asks for the TensorRT that has aot_impl, the Triton whose ASTSource/PTX we test, and the
+    Polygraphy that finds pip-installed CUDA; the plugin's message names the same TensorRT."""
+    import configparser
+
+    from crossformer_deploy.plugins.tensorrt_plugin import MIN_TENSORRT
+
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.cfg"))
+    extra = cfg["options.extras_require"]["tensorrt"].split()
+    assert f"tensorrt>={MIN_TENSORRT}" in extra and "triton>=3.3" in extra
+    assert "polygraphy>=0.53" in cfg["options"]["install_requires"].split()

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..engines import identity as ident
 from ..engines.profiles import Profile, find_profile
-from ..errors import ModelFileError, UsageError
+from ..errors import ModelFileError, UsageError, first_line
 from .runner import Runner, TensorSpec
 
 
@@ -65,6 +65,13 @@ class TensorRTRunner(Runner):
                 self._engine = EngineFromBytes(data)()
                 self._runner = TrtRunner(self._engine)
                 self._runner.activate()
+        except OSError as e:
+            # Polygraphy < 0.53 looks for libcudart in system paths only; pip's CUDA lives in site-packages
+            import polygraphy
+
+            raise UsageError(f"TensorRT could not load the CUDA runtime ({first_line(e)}); Polygraphy "
+                             f"{polygraphy.__version__} is here, >= 0.53 also finds pip-installed CUDA "
+                             "(pip install -U 'polygraphy>=0.53')") from None
         except PolygraphyException as e:
             hint = (" (it uses crossformer::GroupedAttention: the kernel is embedded when the engine was built "
                     "with the plugin's ahead-of-time implementation)") if built.plugin else ""
@@ -103,6 +110,7 @@ class TensorRTRunner(Runner):
         self._runner = None
         self._engine = None
         self._loaded = False
+        self._profile_index = 0  # a reload gets a fresh execution context, which starts on profile 0
 
 
 def _register_plugin_if_possible() -> None:
