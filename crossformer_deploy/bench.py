@@ -33,7 +33,7 @@ BACKENDS: dict[str, str] = {
     "torch": "fp32", "torch-compile": "fp32", "torch-bf16": "bf16",
     "ort": "fp32", "ort-static": "fp32", "ort-target": "fp32", "ort-fp16": "fp16", "ort-int8": "int8",
     "ov-f32": "fp32", "ov-bf16": "bf16", "ov-target-bf16": "bf16", "ov-int8": "int8",
-    "tensorrt": "fp32",
+    "tensorrt": "fp32", "torch-cuda": "fp16",
 }
 BASELINE, GOAL_REF, GOAL_RATIO = "torch", "ov-bf16", 1.2
 # DESIGN.md §4 has no bf16 row: bf16 paths are held to the INT8 cosine bar (a looser one would hide a bug,
@@ -288,6 +288,15 @@ def _tensorrt(ctx: Context) -> Candidate:
     return _ort(ctx, "static", "fp32", provider="tensorrt")
 
 
+def _torch_cuda(ctx: Context) -> Candidate:
+    import copy
+
+    from .runtime.torch_cuda_runner import TorchCudaRunner
+
+    runner = TorchCudaRunner(copy.deepcopy(ctx.model))  # fusing swaps modules: keep the reference model intact
+    return _runner_candidate(runner, "PyTorch fp16 on CUDA: fused Triton attention, CUDA graphs", "fp16")
+
+
 BUILDERS: dict[str, Callable[[Context], Candidate]] = {
     "torch": _torch,
     "torch-compile": lambda c: _torch(c, compiled=True),
@@ -302,6 +311,7 @@ BUILDERS: dict[str, Callable[[Context], Candidate]] = {
     "ov-target-bf16": lambda c: _ov(c, "target-openvino", "bf16"),
     "ov-int8": lambda c: _ov(c, "int8-openvino", None),  # Q/DQ layers in int8, the rest in OpenVINO's default
     "tensorrt": _tensorrt,
+    "torch-cuda": _torch_cuda,
 }
 
 

@@ -120,9 +120,6 @@ def _define(trtp: Any) -> None:
     import tensorrt as trt
     import torch
 
-    from . import ptx as ptx_abi
-    from . import triton_kernel as tk
-
     torch_dtype = {trt.float32: torch.float32, trt.float16: torch.float16}
     sym_ops = SimpleNamespace(min=trtp.min, max=trtp.max, cdiv=trtp.cdiv)
 
@@ -148,24 +145,55 @@ def _define(trtp: Any) -> None:
         # heads and head_dim are compile-time constants of the kernel: the channel dim must be static
         if not C3.is_constant:
             raise ValueError(f"{PLUGIN_ID}: the last dim of qkv (3C) must be static in the engine profile")
-        c3 = C3.constant_value()
-        if c3 % 3 or (c3 // 3) % a.num_heads:
-            raise ValueError(f"{PLUGIN_ID}: last dim of qkv {c3} is not 3 * num_heads * head_dim "
-                             f"(num_heads={a.num_heads})")
-        block_m, block_n = TACTIC_BLOCKS.get(tactic, TACTIC_BLOCKS[1])
-        kernel = tk.compile_aot(torch_dtype[qkv.dtype], torch_dtype[table.dtype], a.num_heads,
-                                c3 // 3 // a.num_heads, a.scale, block_m=block_m, block_n=block_n, target=aot_target)
-        # the layout as symbolic expressions of H, W: evaluated by TensorRT at each enqueue
-        lay = tk.layout_scalars(H, W, a.group_size, a.interval, a.mode == "lda", ops=sym_ops)
+        kernel = aot_kernel(a, torch_dtype[qkv.dtype], torch_dtype[table.dtype], C3.constant_value(), tactic)
         _, TH, TW = table.shape_expr
-        scalars = dict(lay, H=H, W=W, TH=TH, TW=TW)
-        extra_args = trtp.SymIntExprs.from_tuple([trtp.SymInt32(scalars[n]) for n in tk.SCALAR_ARGS])
+        # symbolic expressions of B, H, W: TensorRT evaluates them at each enqueue
+        grid, extra = launch_args(kernel, a, B, H, W, TH, TW, ops=sym_ops)
         launch = trtp.KernelLaunchParams()
-        launch.grid_x = B * lay["nh"] * lay["nw"]
-        launch.grid_y = a.num_heads
-        launch.grid_z = trtp.cdiv(lay["gh"] * lay["gw"], block_m)
-        launch.block_x = kernel.metadata.num_warps * 32
-        launch.shared_mem = kernel.metadata.shared
-        name = kernel.metadata.name
-        ptx = ptx_abi.trim_to_abi(kernel.asm["ptx"], name, NUM_INPUTS + len(tk.SCALAR_ARGS) + NUM_OUTPUTS)
-        return name, ptx, launch, extra_args
+        launch.grid_x, launch.grid_y, launch.grid_z = grid
+        launch.block_x = kernel.block_x
+        launch.shared_mem = kernel.shared_mem
+        return kernel.name, kernel.ptx, launch, trtp.SymIntExprs.from_tuple([trtp.SymInt32(e) for e in extra])
+
+
+@dataclass(frozen=True)
+class AotKernel:
+    """What ``aot_impl`` hands TensorRT besides the launch grid: PTX trimmed to TensorRT's ABI."""
+
+    name: str
+    ptx: str
+    block_x: int  # threads per block
+    shared_mem: int  # bytes of dynamic shared memory
+    block_m: int  # queries per program (the grid's z extent divides by it)
+
+
+def aot_kernel(a: Attrs, qkv_dtype: Any, table_dtype: Any, c3: int, tactic: int) -> AotKernel:
+    """Compile the kernel for one (dtypes, heads, head_dim, scale, tactic) and trim its PTX to the parameters
+    TensorRT passes. ``benchmarks/gpu_check.py`` launches exactly this on a GPU."""
+    from . import ptx as ptx_abi
+    from . import triton_kernel as tk
+
+    if c3 % 3 or (c3 // 3) % a.num_heads:
+        raise ValueError(f"{PLUGIN_ID}: last dim of qkv {c3} is not 3 * num_heads * head_dim (num_heads={a.num_heads})")
+    block_m, block_n = TACTIC_BLOCKS.get(tactic, TACTIC_BLOCKS[1])
+    k = tk.compile_aot(qkv_dtype, table_dtype, a.num_heads, c3 // 3 // a.num_heads, a.scale, block_m=block_m,
+                       block_n=block_n, target=aot_target)
+    name = k.metadata.name
+    ptx = ptx_abi.trim_to_abi(k.asm["ptx"], name, NUM_INPUTS + len(tk.SCALAR_ARGS) + NUM_OUTPUTS)
+    return AotKernel(name, ptx, k.metadata.num_warps * 32, k.metadata.shared, block_m)
+
+
+def launch_args(kernel: AotKernel, a: Attrs, B: Any, H: Any, W: Any, TH: Any, TW: Any,
+                ops: SimpleNamespace | None = None) -> tuple[tuple, list]:
+    """((grid_x, grid_y, grid_z), extra args in the kernel's order) for a B x H x W input and a TH x TW table.
+
+    Python ints with the default ``ops``; TensorRT shape expressions with ``trtp``'s min/max/cdiv (the same
+    arithmetic, evaluated by TensorRT at enqueue).
+    """
+    from . import triton_kernel as tk
+
+    ops = ops or tk.INT_OPS
+    lay = tk.layout_scalars(H, W, a.group_size, a.interval, a.mode == "lda", ops=ops)
+    scalars = dict(lay, H=H, W=W, TH=TH, TW=TW)
+    grid = (B * lay["nh"] * lay["nw"], a.num_heads, ops.cdiv(lay["gh"] * lay["gw"], kernel.block_m))
+    return grid, [scalars[n] for n in tk.SCALAR_ARGS]

@@ -12,11 +12,15 @@ from ..errors import UsageError
 from ..fileio import check_output_path, write_bytes_atomic
 from .common import parse_list, parse_size, positive_int, run_main
 
+PROVIDER_BACKENDS = {"cpu": [b for b in bench.BACKENDS if b not in ("tensorrt", "torch-cuda")],
+                     "torch-cuda": ["torch", "torch-cuda"]}
+
 EXAMPLES = f"""examples:
   crossformer-bench --variant s --sizes 224 --batch 1,8 --json benchmarks/cpu_s_224.json \\
       --plot benchmarks/cpu_s_224.png
   crossformer-bench --variant tiny --sizes 64 --backends torch,ort,ov-f32 --repeats 5
   crossformer-bench --variant s --backends ort-static,ort-target --profile --profile-backend ort-target
+  crossformer-bench --variant s --provider torch-cuda --batch 1,64      # an NVIDIA GPU
 
 backends: {', '.join(bench.BACKENDS)}
 Backends are timed interleaved (round-robin), so only ratios within one run are meaningful; a backend
@@ -32,7 +36,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="checkpoint (default: random weights, seed 0: speed does not depend on them)")
     p.add_argument("--sizes", default="224", help="comma list of N or HxW (default 224)")
     p.add_argument("--batch", default="1", help="comma list of batch sizes (default 1)")
-    p.add_argument("--backends", default=",".join(bench.BACKENDS), help="comma list (default: all)")
+    p.add_argument("--backends", help="comma list (default: all, or those of --provider)")
+    p.add_argument("--provider", choices=sorted(PROVIDER_BACKENDS),
+                   help="shorthand for a backend set: torch-cuda = eager fp32 (the baseline) and the fused fp16 "
+                   "CUDA path; cpu = every CPU backend")
     p.add_argument("--threads", type=positive_int, default=2,
                    help="threads for PyTorch, ONNX Runtime and OpenVINO alike (default 2)")
     p.add_argument("--repeats", type=positive_int, default=20, help="timed rounds (default 20)")
@@ -67,7 +74,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     cfg = bench.BenchConfig(
         variant=args.variant or (None if args.weights else "s"), weights=args.weights,
         sizes=sizes, batches=parse_list(args.batch, _positive, "batch"),
-        backends=bench.check_backends(parse_list(args.backends, str, "backend")), threads=args.threads,
+        backends=bench.check_backends(_backends(args)), threads=args.threads,
         repeats=args.repeats, warmup=max(0, args.warmup), block=args.block, pause=max(0.0, args.pause),
         seed=args.seed, calib=args.calib,
         profile_backend=args.profile_backend if args.profile else None)
@@ -81,6 +88,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         bench.plot(report, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
+
+
+def _backends(args: argparse.Namespace) -> list[str]:
+    if args.backends and args.provider:
+        raise UsageError("give either --backends or --provider, not both")
+    if args.provider:
+        return PROVIDER_BACKENDS[args.provider]
+    return parse_list(args.backends, str, "backend") if args.backends else list(bench.BACKENDS)
 
 
 def _positive(text: str) -> int:
