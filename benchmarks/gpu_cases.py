@@ -1,0 +1,161 @@
+"""What ``gpu_check.py`` runs: the layout cases, CrossFormer-S's attention blocks, the AOT launch plan, timing.
+
+Everything here that needs no GPU (cases, launch plans, the PTX parameter list) is tested on the CPU by
+tests/test_gpu_check.py.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def bootstrap() -> None:
+    """Make ``crossformer_deploy`` (with its export/, plugins/, engines/ folders) importable from this checkout
+    without installing it: the GPU machine has PyTorch, Triton and CuPy, not our other dependencies."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    import crossformer_deploy
+
+    try:
+        import crossformer_deploy.plugins  # installed, or already mapped
+    except ImportError:
+        crossformer_deploy.__path__.append(ROOT)  # crossformer_deploy.plugins -> ROOT/plugins, as setup.cfg maps
+
+
+@dataclass(frozen=True)
+class Case:
+    """One grouped-attention call: qkv [B, H, W, 3 * heads * head_dim], centred table for the group shape."""
+
+    name: str
+    B: int
+    H: int
+    W: int
+    heads: int
+    head_dim: int
+    mode: str
+    interval: int
+    group_size: int = 7
+    table_pad: int = 1  # extra NaN rows/cols around the exact table: a read outside the window poisons the output
+
+
+# Every layout kind of the op (plugins/README.md "Semantics").
+LAYOUT_CASES = [
+    Case("sda_exact_14x14", 2, 14, 14, 3, 32, "sda", 8),
+    Case("sda_padded_13x19", 1, 13, 19, 2, 32, "sda", 8),
+    Case("lda_padded_rect_13x19_i4", 2, 13, 19, 2, 32, "lda", 4),
+    Case("lda_stride8_32x40", 1, 32, 40, 3, 32, "lda", 8),
+    Case("lda_small_map_7x9", 2, 7, 9, 4, 32, "lda", 1),
+    Case("sda_small_map_4x6", 1, 4, 6, 2, 32, "sda", 4),
+    Case("lda_full_8x10_i1_two_key_blocks", 1, 8, 10, 2, 32, "lda", 1, table_pad=0),
+]
+
+# CrossFormer-S (DESIGN.md §1): per stage (dim, heads, LDA interval, depth); G = 7, head dim 32, strides 4..32
+S_STAGES = [(96, 3, 8, 2), (192, 6, 4, 2), (384, 12, 2, 6), (768, 24, 1, 2)]
+
+
+def s_blocks(size: int = 224) -> list[tuple[Case, int]]:
+    """(attention call, how many blocks of S make it) for an image of ``size`` x ``size``, batch 1."""
+    out = []
+    for i, (dim, heads, interval, depth) in enumerate(S_STAGES):
+        side = size // (4 * 2**i)
+        for mode in ("sda", "lda"):
+            out.append((Case(f"s{i + 1}_{mode}_{side}x{side}", 1, side, side, heads, dim // heads, mode, interval,
+                             table_pad=0), depth // 2))
+    return out
+
+
+def layout(case: Case):
+    from crossformer_deploy.model.grouping import group_layout
+
+    return group_layout(case.H, case.W, case.group_size, case.interval, case.mode == "lda")
+
+
+def table_shape(case: Case) -> tuple[int, int, int]:
+    lay = layout(case)
+    return case.heads, 2 * lay.gh - 1 + 2 * case.table_pad, 2 * lay.gw - 1 + 2 * case.table_pad
+
+
+@dataclass
+class LaunchPlan:
+    """The kernel TensorRT would load and the launch it would make, as plain numbers."""
+
+    name: str
+    ptx: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared_mem: int
+    args: list[tuple[str, object]]  # ("ptr", tensor name) or ("i32", value), in launch order
+
+
+def launch_plan(case: Case, qkv_dtype, table_dtype, tactic: int) -> LaunchPlan:
+    """Exactly what the plugin's ``aot_impl`` gives TensorRT (``tensorrt_plugin.aot_kernel`` and
+    ``launch_args``, the same functions), evaluated at this case's B, H, W: TensorRT passes the input
+    pointers, the extra arguments, the output pointer."""
+    from crossformer_deploy.plugins import tensorrt_plugin as tp
+
+    a = tp.Attrs(case.heads, case.mode, case.group_size, case.interval, case.head_dim ** -0.5)
+    kernel = tp.aot_kernel(a, qkv_dtype, table_dtype, 3 * case.heads * case.head_dim, tactic)
+    _, th, tw = table_shape(case)
+    grid, extra = tp.launch_args(kernel, a, case.B, case.H, case.W, th, tw)
+    args = [("ptr", "qkv"), ("ptr", "table"), *[("i32", int(v)) for v in extra], ("ptr", "out")]
+    return LaunchPlan(kernel.name, kernel.ptx, tuple(int(g) for g in grid), (kernel.block_x, 1, 1),
+                      kernel.shared_mem, args)
+
+
+def inputs(case: Case, dtype, table_dtype, device: str = "cuda", seed: int = 0):
+    """(qkv, centred table with NaN padding, the reference's fp32 output on the same rounded inputs)."""
+    import torch
+
+    from crossformer_deploy.plugins.reference import grouped_attention_reference, pad_table
+
+    lay = layout(case)
+    g = torch.Generator().manual_seed(seed + case.H * 100 + case.W)
+    qkv = torch.randn(case.B, case.H, case.W, 3 * case.heads * case.head_dim, generator=g).to(dtype)
+    # a bias of the magnitude a trained DPB gives (a few units), so a misplaced bias shows
+    exact = 2.0 * torch.randn(case.heads, 2 * lay.gh - 1, 2 * lay.gw - 1, generator=g)
+    _, th, tw = table_shape(case)
+    table = pad_table(exact, th, tw).to(table_dtype)
+    ref = grouped_attention_reference(qkv.float(), table.float(), case.heads, case.mode, case.group_size,
+                                      case.interval, case.head_dim ** -0.5)
+    return qkv.to(device), table.to(device), ref.to(device)
+
+
+def eager_attention(qkv, flat_table, lay, heads: int, scale: float):
+    """PyTorch eager attention of one block, written out: gather groups, q k^T, + bias + key mask, softmax,
+    x v, ungroup (the model's own helpers for the index work)."""
+    import torch
+
+    from crossformer_deploy.model.attention import layout_indices
+    from crossformer_deploy.model.grouping import group, ungroup
+    from crossformer_deploy.model.position_bias import gather_bias
+
+    B, C = qkv.shape[0], qkv.shape[-1] // 3
+    index, valid, inverse, offsets = layout_indices(lay, qkv.device)
+    g = group(qkv, index)
+    nG, N = g.shape[1], g.shape[2]
+    q, k, v = g.reshape(B, nG, N, 3, heads, C // heads).permute(3, 0, 1, 4, 2, 5)
+    bias = gather_bias(flat_table, offsets).unsqueeze(0) + torch.where(valid, 0.0, -1e4)[:, None, None, :]
+    attn = torch.softmax((q @ k.transpose(-1, -2)) * scale + bias.to(q.dtype), dim=-1)
+    return ungroup((attn @ v).transpose(2, 3).reshape(B, nG, N, C), inverse)
+
+
+def cuda_ms(fn, warmup: int = 10, iters: int = 50) -> float:
+    """Median time of ``fn`` in ms, each call between two CUDA events."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
