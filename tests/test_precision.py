@@ -24,6 +24,7 @@ from crossformer_deploy.export.precision.int8 import (
     quantize_int8,
     quantized_inputs,
 )
+from crossformer_deploy.export.precision.schemes import graph_scheme
 from crossformer_deploy.model.factory import build_model, weights_label
 from crossformer_deploy.runtime.parity import cosine_rows
 
@@ -82,6 +83,15 @@ def int8(fp32, calib_dir, work):
     path = str(work / "digits_int8.onnx")
     proto = quantize_int8(fp32[1], path, calib_dir, count=CALIB_COUNT, method="entropy", size=SIZE,
                           cache_path=str(work / "calib_cache.json"), progress=False)
+    return proto, path
+
+
+@pytest.fixture(scope="module")
+def int8_symmetric(fp32, calib_dir, work):
+    """The same calibration (cached ranges), full 8-bit weights: TensorRT's scheme."""
+    path = str(work / "digits_int8_symmetric.onnx")
+    proto = quantize_int8(fp32[1], path, calib_dir, count=CALIB_COUNT, method="entropy", size=SIZE,
+                          cache_path=str(work / "calib_cache.json"), progress=False, scheme="symmetric")
     return proto, path
 
 
@@ -336,8 +346,11 @@ def test_calibration_set_is_deterministic(calib_dir, tmp_path):
     copy = tmp_path / "elsewhere"
     shutil.copytree(calib_dir, copy)
     assert CalibrationSet.from_folder(copy, info, 16).file_hashes() == a.file_hashes()
-    batch = next(a.batches(4))
-    assert batch.shape == (4, 3, *SIZE) and batch.dtype == np.float32
+    batch, new = next(a.batches(4))
+    assert batch.shape == (4, 3, *SIZE) and batch.dtype == np.float32 and new == 4
+    # a graph with a fixed batch gets exactly that many images per run, the last run topped up
+    sizes = [(len(b), n) for b, n in CalibrationSet.from_folder(calib_dir, info, 10).batches(4, fill=True)]
+    assert sizes == [(4, 4), (4, 4), (4, 2)]
 
 
 def test_cli_fp16_int8_and_validate(tmp_path, digits_data):
@@ -359,3 +372,148 @@ def test_cli_fp16_int8_and_validate(tmp_path, digits_data):
         assert rep["accuracy"]["images"] == 40 and rep["accuracy"]["runtime"] >= 0.95
     assert_one_line_error(cli("export", "--variant", "tiny", "--int8", "-o", str(tmp_path / "x.onnx")),
                           "--int8 needs --calib")
+
+
+# ---------------------------------------------------------------------------------------- INT8 schemes
+def _int8_weights(proto):
+    """The int8 weight initializers of the quantized Conv/MatMul/Gemm nodes."""
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    inits = {t.name: t for t in proto.graph.initializer}
+    for n in proto.graph.node:
+        if n.op_type in QUANTIZED_OPS:
+            dq = producer.get(n.input[1])
+            if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in inits:
+                yield n, numpy_helper.to_array(inits[dq.input[0]])
+
+
+def test_int8_schemes_weight_range_and_metadata(int8, int8_symmetric):
+    """Default (CPU) scheme: 7-bit weights, every output channel using the full [-64, 64]; symmetric: 8-bit."""
+    for (proto, _), scheme, top in ((int8, "reduced-range", 64), (int8_symmetric, "symmetric", 127)):
+        weights = list(_int8_weights(proto))
+        assert len(weights) == 10 + 4 * 6  # every Conv and the four weighted matmuls of each block
+        assert read_info(proto).extra["int8"]["scheme"] == scheme == graph_scheme(read_info(proto))
+        for n, w in weights:
+            axis = 1 if n.op_type == "MatMul" else 0
+            per_channel = np.abs(w.astype(np.int32)).max(axis=tuple(i for i in range(w.ndim) if i != axis))
+            assert (per_channel == top).all(), (n.name, scheme, per_channel.min(), per_channel.max())
+
+
+def _avx2_u8s8(a_u8: np.ndarray, w_s8: np.ndarray) -> np.ndarray:
+    """u8 [M, K] x s8 [K, N] as CPUs without VNNI compute it (vpmaddubsw, then vpmaddwd by ones): each
+    pair of products k = 2i, 2i+1 is summed into a *saturating* int16, the pairs then exactly in int32."""
+    a = a_u8.astype(np.int32)
+    w = w_s8.astype(np.int32)
+    if a.shape[1] % 2:
+        a, w = np.pad(a, ((0, 0), (0, 1))), np.pad(w, ((0, 1), (0, 0)))
+    pairs = a[:, 0::2, None] * w[None, 0::2] + a[:, 1::2, None] * w[None, 1::2]  # [M, K/2, N]
+    return np.clip(pairs, -32768, 32767).sum(1)
+
+
+def test_int8_schemes_on_emulated_avx2(int8, int8_symmetric, test_split, work):
+    """Emulated, not measured: the real s8 activations of every weighted MatMul, turned into u8 with zero
+    point 128 as ONNX Runtime does on x86, multiplied as an AVX2 CPU does. Symmetric 8-bit weights
+    saturate; 7-bit ones give the exact int32 result (|pair| <= 2 * 255 * 64 < 32767), bit for bit.
+    (benchmarks/README.md has the end-to-end numbers, measured under an emulated AVX2 CPUID.)"""
+    x = test_split[0][:2]
+    wrong = {}
+    for (proto, _), scheme in ((int8, "reduced-range"), (int8_symmetric, "symmetric")):
+        probe = onnx.ModelProto()
+        probe.CopyFrom(proto)
+        producer = {o: n for n in probe.graph.node for o in n.output}
+        cases = []
+        for n, w in _int8_weights(probe):
+            if n.op_type == "MatMul":
+                q = producer[n.input[0]].input[0]  # DequantizeLinear <- the activation's QuantizeLinear output
+                probe.graph.output.append(onnx.helper.make_tensor_value_info(q, TensorProto.INT8, None))
+                cases.append((q, w))
+        probe_path = str(work / f"probe_{scheme}.onnx")
+        onnx.save(probe, probe_path)
+        outs = dict(zip([o.name for o in probe.graph.output], ort_session(probe_path).run(None, {"image": x})))
+        assert len(cases) == 4 * 6
+        wrong[scheme] = 0
+        for q, w in cases:
+            a_u8 = (outs[q].reshape(-1, w.shape[0]).astype(np.int32) + 128).astype(np.uint8)
+            exact = a_u8.astype(np.int64) @ w.astype(np.int64)
+            wrong[scheme] += int((_avx2_u8s8(a_u8, w) != exact).sum())
+    print(f"outputs of the weighted MatMuls that saturate under AVX2 arithmetic: {wrong}")
+    assert wrong["symmetric"] > 0
+    assert wrong["reduced-range"] == 0
+
+
+def test_int8_scheme_follows_the_target(monkeypatch):
+    """crossformer-export: reduced-range for the CPU targets, symmetric for TensorRT, or as asked."""
+    from crossformer_deploy.cli import export_cmd
+    from crossformer_deploy.export.precision import int8 as int8_mod
+
+    seen = []
+    monkeypatch.setattr(int8_mod, "quantize_int8", lambda *a, **k: seen.append(k["scheme"]))
+    for target, flag, want in (("plain", "auto", "reduced-range"), ("onnxruntime", "auto", "reduced-range"),
+                               ("openvino", "auto", "reduced-range"), ("tensorrt", "auto", "symmetric"),
+                               ("onnxruntime", "symmetric", "symmetric"), ("tensorrt", "reduced-range",
+                                                                            "reduced-range")):
+        args = export_cmd.parser().parse_args(["--int8", "--calib", "d", "--target", target, "--int8-scheme",
+                                               flag, "-o", "x.onnx"])
+        export_cmd._precision(args, None, None, lambda *_: None)
+        assert seen[-1] == want, (target, flag)
+    assert "reduced-range" in export_cmd.parser().format_help()
+
+
+# ---------------------------------------------------------------------------------------- calibration runs
+@pytest.mark.parametrize("batch", [1, 3])
+def test_int8_calibrates_a_fixed_batch_graph(calib_dir, tmp_path, batch):
+    """A graph with a fixed batch is fed exactly that batch (10 images at batch 3: the last run topped up)."""
+    model = build_model(None, CKPT)
+    info = ModelInfo("custom-32-2-2-1-1", "classifier", 10, weights_label(CKPT), input_size=SIZE, dynamic=False,
+                     batch=batch)
+    proto = to_onnx(model, info)
+    path = tmp_path / "q.onnx"
+    quantize_int8(proto, path, calib_dir, count=10, method="minmax", cache_path=str(tmp_path / "c.json"),
+                  progress=False)
+    assert [d.dim_value for d in onnx.load(path).graph.input[0].type.tensor_type.shape.dim] == [batch, 3, *SIZE]
+
+
+def test_cli_int8_static_batch_1(calib_dir, tmp_path):
+    """The command of the issue: --static --batch 1 --int8 (it fed batches of 16 to the batch-1 graph)."""
+    from .test_cli import cli
+
+    out = str(tmp_path / "b1.onnx")
+    r = cli("export", "--weights", CKPT, "--static", "64x64", "--batch", "1", "--int8", "--calib", calib_dir,
+            "--calib-count", "5", "--calib-method", "minmax", "--calib-cache", str(tmp_path / "c.json"), "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert read_info(onnx.load(out)).extra["int8"]["images"] == 5
+
+
+def test_calibration_progress_follows_the_runs(fp32, calib_dir, monkeypatch):
+    """The bar (on stderr) moves when a batch has been run through the calibration session, not while
+    images are read: every update comes right after the batch it counts."""
+    import sys
+
+    import tqdm
+
+    events = []
+
+    class Bar:
+        def __init__(self, *a, total=None, file=None, disable=False, **k):
+            assert file is sys.stderr and total == 40 and not disable
+            events.append(("total", total))
+
+        def update(self, n):
+            events.append(("update", n))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def set_postfix_str(self, text):
+            pass
+
+    real = calibration._collect
+    monkeypatch.setattr(tqdm, "tqdm", Bar)
+    monkeypatch.setattr(calibration, "_collect", lambda c, b: (real(c, b), events.append(("ran", len(b)))))
+    proto = fp32[0]
+    images = CalibrationSet.from_folder(calib_dir, read_info(proto), 40, SIZE)
+    calibration.calibrate(proto, images, "minmax", quantized_inputs(proto, excluded_nodes(proto)), batch_size=16)
+    assert events == [("total", 40), ("ran", 16), ("update", 16), ("ran", 16), ("update", 16), ("ran", 8),
+                      ("update", 8)]

@@ -26,6 +26,10 @@ EXAMPLES = """examples:
 targets: plain (the exporter's graph), onnxruntime / openvino (folded shape arithmetic; with a static
 size or --max-size the DPB MLP is precomputed), tensorrt (one crossformer::GroupedAttention plugin node
 per block).
+
+INT8 schemes (--int8-scheme, recorded in the graph's metadata as extra.int8.scheme): reduced-range
+(7-bit weights, 8-bit activations) for the CPU targets, accurate on every x86 CPU, with or without
+VNNI; symmetric (full 8-bit weights) for --target tensorrt, whose int8 sums cannot saturate.
 """
 
 
@@ -61,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--calib-cache", help="calibration cache file (default: in the cache directory)")
     q.add_argument("--calib-size", metavar="HxW", help="image size for calibration (default: the --static size, "
                    "else 224); use the size the model will run at")
+    q.add_argument("--int8-scheme", choices=["auto", "reduced-range", "symmetric"], default="auto",
+                   help="with --int8: auto (default) = symmetric for --target tensorrt, reduced-range (7-bit "
+                   "weights: CPUs without VNNI saturate 8-bit ones) for plain/onnxruntime/openvino")
     q.add_argument("--quantize-head", action="store_true", help="with --int8: quantize the classifier head too")
     e = p.add_argument_group("TensorRT engine")
     e.add_argument("--engine", help="also build a TensorRT engine here (needs TensorRT and a GPU)")
@@ -78,8 +85,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError("--fp16-io needs --fp16")
     if args.int8 and not args.calib:
         raise UsageError("--int8 needs --calib DIR (calibration images)")
-    if (args.calib or args.calib_size) and not args.int8:
-        raise UsageError("--calib and --calib-size are for --int8")
+    if (args.calib or args.calib_size or args.int8_scheme != "auto") and not args.int8:
+        raise UsageError("--calib, --calib-size and --int8-scheme are for --int8")
     if args.shapes and not args.engine:
         raise UsageError("--shapes describes an engine: give --engine PATH too")
     if args.engine and args.target != "tensorrt":
@@ -148,10 +155,12 @@ def _precision(args: argparse.Namespace, proto, info: ModelInfo, step: Steps):
         return to_fp16(proto, fp16_io=args.fp16_io)
     step("calibrating and quantizing to INT8")
     from ..export.precision.int8 import quantize_int8
+    from ..export.precision.schemes import scheme_for_target
 
     size = parse_size(args.calib_size) if args.calib_size else None
+    scheme = scheme_for_target(args.target) if args.int8_scheme == "auto" else args.int8_scheme
     return quantize_int8(proto, None, args.calib, count=args.calib_count, method=args.calib_method, size=size,
-                         cache_path=args.calib_cache, quantize_head=args.quantize_head)
+                         cache_path=args.calib_cache, quantize_head=args.quantize_head, scheme=scheme)
 
 
 def _name(model) -> str:

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -70,9 +71,18 @@ class CalibrationSet:
         """Contents, not names, decide the ranges: sorted sha256 of every image file."""
         return sorted(sha256_file(p) for p in self.paths)
 
-    def batches(self, batch_size: int = 16) -> Iterator[np.ndarray]:
-        for i in range(0, len(self.paths), batch_size):
-            yield load_batch(self.paths[i:i + batch_size], self.size, self.crop_ratio, self.mean, self.std)
+    def batches(self, batch_size: int = 16, fill: bool = False) -> Iterator[tuple[np.ndarray, int]]:
+        """(batch, how many of its images are new) per ``batch_size`` images. fill: every batch has exactly
+        ``batch_size`` images (a graph with a fixed batch takes nothing else), the last one topped up
+        with the first images again; their statistics then count twice, which moves a range far less
+        than leaving images out would."""
+        n = len(self.paths)
+        for i in range(0, n, batch_size):
+            chunk = list(self.paths[i:i + batch_size])
+            real = len(chunk)
+            if fill:
+                chunk += [self.paths[j % n] for j in range(batch_size - real)]
+            yield load_batch(chunk, self.size, self.crop_ratio, self.mean, self.std), real
 
 
 def cache_key(model: onnx.ModelProto, method: str, images: CalibrationSet, tensors: Sequence[str]) -> str:
@@ -111,34 +121,38 @@ def save_ranges(path: str | os.PathLike, key: str, method: str, images: Calibrat
 
 
 def calibrate(model: onnx.ModelProto, images: CalibrationSet, method: str, tensors: Sequence[str],
-              batch_size: int = 16, chunk: int = 64, progress: bool = True) -> dict[str, tuple[float, float]]:
+              batch_size: int = 16, progress: bool = True) -> dict[str, tuple[float, float]]:
     """Run the model on the images with ORT's calibrator for ``method``: {tensor: (low, high)} for ``tensors``.
 
     Only the tensors that will be quantized are observed (ORT's own selection would also record every
-    output of every MatMul, e.g. the attention scores, and the DPB tables). Data goes to the
-    calibrator ``chunk`` images at a time: its histogram calibrators keep every observed tensor of one
-    collect_data() call in memory, and merge histograms across calls.
+    output of every MatMul, e.g. the attention scores, and the DPB tables). A graph with a fixed batch
+    is fed exactly that batch; a dynamic one ``batch_size`` images at a time. Each batch goes to the
+    calibrator on its own: ORT's histogram collectors stack one collect_data() call's outputs into one
+    array (batches of different sizes cannot share a call) and keep them in memory until the call ends,
+    while histograms merge across calls. The progress bar (stderr) counts images that have been run.
     """
     from tqdm import tqdm
 
+    fixed = fixed_batch(model)
     with tempfile.TemporaryDirectory(prefix="crossformer-calib-") as tmp:
         src = Path(tmp, "model.onnx")
         onnx.save(model, src)
         calibrator = _make_calibrator(src, Path(tmp, "augmented.onnx"), method, set(tensors))
-        bar = tqdm(total=len(images), desc=f"calibrating ({method})", unit="img", disable=not progress)
-        pending: list[np.ndarray] = []
-        for batch in images.batches(batch_size):
-            pending.append(batch)
-            bar.update(len(batch))
-            if sum(len(b) for b in pending) >= chunk:
-                _collect(calibrator, pending)
-                pending = []
-        if pending:
-            _collect(calibrator, pending)
-        bar.close()
-        with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its progress with print()
-            data = calibrator.compute_data()
+        with tqdm(total=len(images), desc=f"calibrating ({method})", unit="img", file=sys.stderr,
+                  disable=not progress) as bar:
+            for batch, new in images.batches(fixed or batch_size, fill=fixed is not None):
+                _collect(calibrator, batch)
+                bar.update(new)
+            bar.set_postfix_str("computing ranges")
+            with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its progress with print()
+                data = calibrator.compute_data()
     return {name: (float(np.min(td.range_value[0])), float(np.max(td.range_value[1]))) for name, td in data.items()}
+
+
+def fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The batch size the graph's image input is fixed to, None when it is dynamic."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
 
 
 def _make_calibrator(src: Path, augmented: Path, method: str, tensors: set[str]):
@@ -166,17 +180,18 @@ def _make_calibrator(src: Path, augmented: Path, method: str, tensors: set[str])
     return c
 
 
-class _Batches:
-    """The CalibrationDataReader protocol over a list of input batches."""
+class _OneBatch:
+    """The CalibrationDataReader protocol over a single input batch."""
 
-    def __init__(self, name: str, batches: list[np.ndarray]):
-        self._it = iter({name: b} for b in batches)
+    def __init__(self, name: str, batch: np.ndarray):
+        self._feeds: dict | None = {name: batch}
 
     def get_next(self) -> dict | None:
-        return next(self._it, None)
+        feeds, self._feeds = self._feeds, None
+        return feeds
 
 
-def _collect(calibrator, batches: list[np.ndarray]) -> None:
+def _collect(calibrator, batch: np.ndarray) -> None:
     name = calibrator.model.graph.input[0].name
     with contextlib.redirect_stdout(io.StringIO()):
-        calibrator.collect_data(_Batches(name, batches))
+        calibrator.collect_data(_OneBatch(name, batch))

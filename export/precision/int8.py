@@ -6,6 +6,9 @@ all symmetric (zero point 0). Everything else stays float: LayerNorm, Softmax, G
 the DPB MLP and the mask (nothing computed from the image passes through them). Biases stay float:
 TensorRT's quantized types are int8/int4/fp8/fp4 (no int32 bias DequantizeLinear, as ORT writes by
 default); a float bias is fused into the int8 GEMM/conv.
+Weights are 7-bit ([-64, 64]) in the ``reduced-range`` scheme (the default: accurate on CPUs without VNNI
+too, see schemes.py) and full 8-bit in the ``symmetric`` one (TensorRT). The scheme is recorded in the
+graph's metadata (``extra.int8.scheme``).
 Only the inputs of the quantized ops carry Q/DQ (TensorRT decides output precision itself, and a Q/DQ
 on a Conv output would sit in front of the LayerNorm that follows it).
 
@@ -37,6 +40,7 @@ from ..onnx_export import read_info, save_onnx, set_metadata
 from . import calibration
 from .calibration import CalibrationSet, cache_key, default_cache_path, load_ranges, save_ranges
 from .fp16 import activation_tensors
+from .schemes import PORTABLE, SYMMETRIC, check_scheme
 
 QUANTIZED_OPS = ("MatMul", "Conv", "Gemm")
 DPB_SCOPE = "/attn/pos/"
@@ -47,13 +51,14 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
                   calib_dir: str | os.PathLike, count: int = 512, method: str = "entropy",
                   size: tuple[int, int] | None = None, cache_path: str | os.PathLike | None = None,
                   quantize_head: bool = False, progress: bool = True, quantize_attention: bool = True,
-                  seed: int = 0) -> onnx.ModelProto:
+                  seed: int = 0, scheme: str = PORTABLE) -> onnx.ModelProto:
     """Calibrate on ``count`` images of ``calib_dir`` and write the Q/DQ model to ``out_path`` (atomically).
 
     model: an fp32 export (ModelProto or path). size: calibration input size (default the export size;
     a static graph only takes its own). cache_path: the range cache file (default: one file per key in
     the crossformer-deploy cache dir); a file holding another key is recalibrated and overwritten.
     quantize_attention: also quantize the two activation x activation matmuls of every attention.
+    scheme: "reduced-range" (7-bit weights, accurate on every x86 CPU) or "symmetric" (TensorRT).
     out_path None: return the model without writing it.
     """
     proto = onnx.load(os.fspath(model)) if not isinstance(model, onnx.ModelProto) else model
@@ -61,6 +66,7 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
     if info.precision != "fp32":
         raise UsageError(f"INT8 quantization needs an fp32 model, this one is {info.precision}")
     calibration.calibration_method(method)  # validate early, before any image is read
+    check_scheme(scheme)
     size = tuple(size or info.input_size)
     if not info.dynamic and size != tuple(info.input_size):
         raise UsageError(f"this graph is static at {info.input_size[0]}x{info.input_size[1]}: "
@@ -74,8 +80,8 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
     if ranges is None:
         ranges = calibration.calibrate(proto, images, method, tensors, progress=progress)
         save_ranges(cache_path, key, method, images, ranges)
-    q = quantize_with_ranges(proto, ranges, method, exclude)
-    extra = {**info.extra, "int8": {"calibration": method, "images": len(images), "size": list(size),
+    q = quantize_with_ranges(proto, ranges, method, exclude, scheme)
+    extra = {**info.extra, "int8": {"scheme": scheme, "calibration": method, "images": len(images), "size": list(size),
                                     "cache_key": key, "quantize_head": quantize_head,
                                     "quantize_attention": quantize_attention}}
     set_metadata(q, {"precision": "int8", "extra": json.dumps(extra)})
@@ -131,8 +137,9 @@ def bounded_ranges(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float]
 
 
 def quantize_with_ranges(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float]], method: str,
-                         exclude: Sequence[str]) -> onnx.ModelProto:
-    """Insert Q/DQ with the given activation ranges (no inference runs here)."""
+                         exclude: Sequence[str], scheme: str = PORTABLE) -> onnx.ModelProto:
+    """Insert Q/DQ with the given activation ranges (no inference runs here); ``scheme`` decides the
+    weights' range (activations are full-range s8 in both)."""
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import TensorData, TensorsData
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
@@ -149,7 +156,8 @@ def quantize_with_ranges(proto: onnx.ModelProto, ranges: dict[str, tuple[float, 
         "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),  # Q/DQ on inputs only
         "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # [K, N] weights: one scale per output column
     }
-    quantizer = QDQQuantizer(model, True, False, QuantType.QInt8, QuantType.QInt8, tensors, [], list(exclude),
+    reduce_range = check_scheme(scheme) != SYMMETRIC  # weights only: ORT keeps activations full range
+    quantizer = QDQQuantizer(model, True, reduce_range, QuantType.QInt8, QuantType.QInt8, tensors, [], list(exclude),
                              list(QUANTIZED_OPS), extra)
     logger = logging.getLogger()
     level = logger.level
