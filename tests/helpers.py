@@ -20,6 +20,45 @@ def perturb(model: CrossFormer, seed: int = 0, scale: float = 0.05) -> CrossForm
     return model
 
 
+def strong_position_bias(model: CrossFormer, factor: float = 10.0) -> CrossFormer:
+    """Scale every DPB's last layer so that its bias has the few units of a trained model's (random init gives
+    ~0.3): a parity bound must be shown to catch a lost bias on a model where the bias matters."""
+    with torch.no_grad():
+        for block in _blocks(model):
+            block.attn.pos.pos3[2].weight.mul_(factor)
+            block.attn.pos.pos3[2].bias.mul_(factor)
+    return model
+
+
+def parity_model(mode: str = "classifier") -> CrossFormer:
+    """CrossFormer-S for parity bounds: perturbed (logits span tens of units) with a trained-size position bias."""
+    from crossformer_deploy.model.factory import build_model
+
+    return strong_position_bias(perturb(build_model("s", None, mode, 1000, seed=0))).eval()
+
+
+# Faults a parity bound must catch (injected into a copy of the model, then exported and run).
+
+def zero_position_bias(model: CrossFormer) -> CrossFormer:
+    with torch.no_grad():
+        for block in _blocks(model):
+            block.attn.pos.pos3[2].weight.zero_()
+            block.attn.pos.pos3[2].bias.zero_()
+    return model
+
+
+def lda_as_sda(model: CrossFormer) -> CrossFormer:
+    for block in _blocks(model):
+        block.lda = False
+    return model
+
+
+def _blocks(model: CrossFormer):
+    from crossformer_deploy.model.crossformer import CrossFormerBlock
+
+    return [m for m in model.modules() if isinstance(m, CrossFormerBlock)]
+
+
 def torch_out(model: CrossFormer, x: np.ndarray) -> list[np.ndarray]:
     with torch.no_grad():
         y = model(torch.from_numpy(x))

@@ -72,7 +72,8 @@ def test_s_blocks_cover_crossformer_s():
 
 def test_report_table_and_goals():
     report = {"machine": {"gpu": "NVIDIA H200", "torch": "2.9", "triton": "3.5"}, "sections": {
-        "kernel": {"rows": [{"qkv": "fp32", "max_abs": 1e-6, "ok": True}, {"qkv": "fp16", "max_abs": 3e-3, "ok": False}]},
+        "kernel": {"rows": [{"qkv": "fp32", "max_abs": 1e-6, "ok": True},
+                            {"qkv": "fp16", "max_abs": 3e-3, "ok": False}]},
         "aot_abi": {"error": "ImportError: No module named 'cupy'"},
         "blocks": {"sums": {8: {"fused_ms": 0.1, "eager_ms": 0.25, "sdpa_ms": 0.2, "vs_eager": 2.5, "vs_sdpa": 2.0}}},
         "model": {"cosine_min": 0.9999, "top1_agreement": 1.0, "latency_b1_ms": 1.2, "eager_fp32_latency_b1_ms": 9.0,
