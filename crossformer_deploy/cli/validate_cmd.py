@@ -8,9 +8,10 @@ import sys
 import numpy as np
 
 from ..errors import UsageError
+from ..export.precision import schemes
 from ..model.factory import model_from_label
 from ..runtime.classify import fill_batch
-from ..runtime.open import open_runner, read_model_info
+from ..runtime.open import ENGINE_EXTS, open_runner, read_model_info
 from ..runtime.parity import TOLERANCES, compare
 from ..runtime.preprocess import list_images, load_batch
 from ..runtime.torch_runner import TorchRunner
@@ -46,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
     if info.precision not in TOLERANCES:
         raise UsageError(f"no tolerance row for precision {info.precision!r}")
     tol = TOLERANCES[info.precision]
+    if args.provider in ("cpu", "openvino") and not args.model.endswith(ENGINE_EXTS):
+        # Before the run, so that a FAIL below comes with its likely cause.
+        warning = schemes.saturation_warning(info, schemes.cpu_flags())
+        if warning:
+            print(warning, file=sys.stderr)
     if args.sizes:
         sizes = parse_list(args.sizes, lambda t: parse_size(t, info.stride), "size")
     else:
