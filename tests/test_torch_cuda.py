@@ -41,7 +41,8 @@ for mode, size in (("classifier", (64, 96)), ("backbone", (96, 64))):
             "device": str(runner.device), "fused": fused, "outputs": sorted(got),
             "max_abs": max(float(np.abs(got[k] - want[k]).max()) for k in want),
             "cosine": min(float(cosine_rows(got[k], want[k]).min()) for k in want),
-            "top1": bool((got.get("logits", np.zeros(1)).argmax(-1) == want.get("logits", np.zeros(1)).argmax(-1)).all())}
+            "top1": bool((got.get("logits", np.zeros(1)).argmax(-1)
+                          == want.get("logits", np.zeros(1)).argmax(-1)).all())}
 print(json.dumps(res))
 """
 
@@ -93,3 +94,28 @@ def test_bench_provider_torch_cuda(tmp_path):
     rows = {row["backend"]: row for row in json.loads(out.read_text())["results"]}
     assert list(rows) == ["torch", "torch-cuda"]
     assert rows["torch-cuda"]["within_tolerance"] and rows["torch-cuda"]["median_ms"] > 0, rows["torch-cuda"]
+
+
+def _cli(cmd: str, *args: str, interpret: bool, cwd: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if interpret:
+        env["TRITON_INTERPRET"] = "1"
+    return subprocess.run([sys.executable, "-m", f"crossformer_deploy.cli.{cmd}_cmd", *args], capture_output=True,
+                          text=True, env=env, timeout=900, cwd=cwd)
+
+
+def test_validate_provider_torch_cuda():
+    r = _cli("validate", "--provider", "torch-cuda", "--variant", "tiny", "--sizes", "64,64x96", "--batch", "2",
+             "--json", interpret=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout)
+    assert report["precision"] == "fp16" and report["passed"] and len(report["cases"]) == 2
+    assert all(c["cosine"] >= 0.9995 for c in report["cases"])
+    r = _cli("validate", "--provider", "torch-cuda", "--variant", "tiny", interpret=False)
+    import torch
+
+    if not torch.cuda.is_available():
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert r.stderr.strip().splitlines() == [
+            "crossformer-validate: error: --provider torch-cuda needs an NVIDIA GPU and a CUDA build of PyTorch; "
+            f"torch.cuda.is_available() is False here (torch {torch.__version__})"]

@@ -2,18 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import sys
 
 import numpy as np
 
 from ..errors import UsageError
+from ..export.metadata import ModelInfo
 from ..export.precision import schemes
-from ..model.factory import model_from_label
+from ..model.crossformer import CrossFormer
+from ..model.factory import build_model, model_from_label, weights_label
 from ..runtime.classify import fill_batch
 from ..runtime.open import ENGINE_EXTS, open_runner, read_model_info
 from ..runtime.parity import TOLERANCES, compare
 from ..runtime.preprocess import list_images, load_batch
+from ..runtime.runner import Runner
+from ..runtime.torch_cuda_runner import TorchCudaRunner
 from ..runtime.torch_runner import TorchRunner
 from .common import parse_list, parse_size, positive_int, run_main
 
@@ -21,6 +27,10 @@ EXAMPLES = """examples:
   crossformer-validate --model crossformer_s.onnx --weights crossformer-s.pth
   crossformer-validate --model s.onnx --sizes 224,256x320,320x448 --batch 1,4
   crossformer-validate --model s_fp16.onnx --weights s.pth --images val_subset/ --json
+  crossformer-validate --provider torch-cuda --variant s --weights s.pth --batch 1,8     # an NVIDIA GPU
+
+--provider torch-cuda checks the PyTorch fp16 CUDA path (fused Triton attention, CUDA graphs) against the
+fp32 reference, with the fp16 row; it needs a checkpoint (--weights / --variant) or an export to read it from.
 
 Tolerances (per precision): """ + "; ".join(
     f"{k}: " + ", ".join(f"{f} {v}" for f, v in vars(t).items() if v is not None) for k, t in TOLERANCES.items())
@@ -29,13 +39,17 @@ Tolerances (per precision): """ + "; ".join(
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crossformer-validate", description=__doc__.split(":", 1)[1].strip(),
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="exported model (.onnx or .plan)")
+    p.add_argument("--model", help="exported model (.onnx or .plan); with --provider torch-cuda, optional")
+    p.add_argument("--variant", choices=["t", "s", "b", "l", "tiny"],
+                   help="with --provider torch-cuda and no --model: the architecture (default: read from --weights, "
+                   "else s)")
     p.add_argument("--weights", help="the checkpoint the model was exported from (not needed for random weights)")
     p.add_argument("--sizes", help="comma list of N or HxW (default: the model's size; dynamic: 224,256x320)")
     p.add_argument("--batch", default=None, help="comma list of batch sizes (default 1,3; a fixed-batch model: its)")
     p.add_argument("--images", help="a folder of images to use instead of random inputs; with one sub-folder "
                    "per class id (e.g. 0/, 1/ ...) the accuracy of both is reported too")
-    p.add_argument("--provider", choices=["cpu", "cuda", "tensorrt", "openvino"], default="cpu")
+    p.add_argument("--provider", choices=["cpu", "cuda", "tensorrt", "openvino", "torch-cuda"], default="cpu",
+                   help="cpu / cuda / tensorrt / openvino run --model; torch-cuda runs the checkpoint on a GPU")
     p.add_argument("--threads", type=positive_int)
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--json", action="store_true")
@@ -43,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    info = read_model_info(args.model)
+    info, model = _model_and_info(args)
     if info.precision not in TOLERANCES:
         raise UsageError(f"no tolerance row for precision {info.precision!r}")
     tol = TOLERANCES[info.precision]
@@ -57,11 +71,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         sizes = [tuple(info.input_size)] + ([(256, 320)] if info.dynamic else [])
     batches = parse_list(args.batch, int, "batch") if args.batch else ([info.batch] if info.batch else [1, 3])
-    reference = TorchRunner(model_from_label(info.variant, info.weights, info.mode, info.num_classes, args.weights))
+    reference = TorchRunner(model)
     paths = list_images([args.images]) if args.images else None
     rng = np.random.default_rng(args.seed)
     rows, ok_all = [], True
-    with open_runner(args.model, args.provider, args.threads) as runner:
+    with _runner(args, model) as runner:
         for size in sizes:
             for b in batches:
                 if paths:
@@ -75,19 +89,43 @@ def run(args: argparse.Namespace) -> int:
                 for c in compare(ref, got, tol):
                     ok_all &= c.passed
                     rows.append({"size": f"{size[0]}x{size[1]}", "batch": b, **c.to_json()})
-    accuracy = _accuracy(args.model, args, info, reference, sizes[0]) if (
+    accuracy = _accuracy(model, args, info, reference, sizes[0]) if (
         paths and info.mode == "classifier") else None
     if args.json:
-        json.dump({"model": args.model, "precision": info.precision, "tolerance": vars(tol), "cases": rows,
-                   "accuracy": accuracy, "passed": ok_all}, sys.stdout, indent=1)
+        json.dump({"model": args.model or args.provider, "precision": info.precision, "tolerance": vars(tol),
+                   "cases": rows, "accuracy": accuracy, "passed": ok_all}, sys.stdout, indent=1)
         print()
     else:
-        _print_table(args.model, info.precision, rows, accuracy)
+        _print_table(args.model or f"{info.variant} on {args.provider}", info.precision, rows, accuracy)
         print("PASS" if ok_all else "FAIL")
     return 0 if ok_all else 1
 
 
-def _accuracy(runner_path, args, info, reference, size: tuple[int, int]) -> dict | None:
+def _model_and_info(args: argparse.Namespace) -> tuple[ModelInfo, CrossFormer]:
+    """What is validated (an export's metadata, or with torch-cuda and no --model the checkpoint's, in fp16)
+    and the PyTorch model it comes from."""
+    if args.provider == "torch-cuda" and not args.model:
+        variant = args.variant or (None if args.weights else "s")
+        model = build_model(variant, args.weights)
+        return ModelInfo(variant=variant or model.cfg.name, mode="classifier", num_classes=model.num_classes,
+                         weights=weights_label(args.weights), precision="fp16"), model
+    if not args.model:
+        raise UsageError("--model is required (or --provider torch-cuda with --variant / --weights)")
+    if args.variant:
+        raise UsageError("--variant goes with --provider torch-cuda and no --model; an export names its own")
+    info = read_model_info(args.model)
+    if args.provider == "torch-cuda":  # the export says which checkpoint; the GPU path runs it in fp16
+        info = dataclasses.replace(info, precision="fp16", batch=None, dynamic=True)
+    return info, model_from_label(info.variant, info.weights, info.mode, info.num_classes, args.weights)
+
+
+def _runner(args: argparse.Namespace, model) -> Runner:
+    if args.provider == "torch-cuda":
+        return TorchCudaRunner(copy.deepcopy(model))  # fusing swaps modules: the reference keeps its own
+    return open_runner(args.model, args.provider, args.threads)
+
+
+def _accuracy(model, args, info, reference, size: tuple[int, int]) -> dict | None:
     """Top-1 of the runtime and of the reference on a labelled folder (sub-folders named by class id)."""
     import os
 
@@ -100,7 +138,7 @@ def _accuracy(runner_path, args, info, reference, size: tuple[int, int]) -> dict
         labels.append(int(parent))
     bs = info.batch or 32
     hits = {"runtime": 0, "reference": 0}
-    with open_runner(runner_path, args.provider, args.threads) as runner:
+    with _runner(args, model) as runner:
         for s in range(0, len(paths), bs):
             x = load_batch(paths[s:s + bs], size, info.crop_ratio, info.mean, info.std)
             y = np.asarray(labels[s:s + bs])
