@@ -22,6 +22,11 @@ class ImageError(CrossFormerError):
     """An input image that is missing or cannot be decoded."""
 
 
+class UnreadableFileError(CrossFormerError, OSError):
+    """An input file that is missing, a directory, or not readable (still an OSError for callers that
+    catch those)."""
+
+
 class UsageError(CrossFormerError):
     """Command-line arguments that do not fit together."""
 

@@ -2,25 +2,32 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
 from ..errors import CrossFormerError, InputSizeError, UsageError
+from ..fileio import remove_temp_files
+from ..interrupt import signals_as_exceptions
 from ..sizes import nearest_valid
 
 
 def run_main(prog: str, body: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,
              argv: Sequence[str] | None = None) -> int:
-    """Parse, run, and turn every user error into one line on stderr and exit code 2."""
+    """Parse, run, and turn every user error into one line on stderr and exit code 2; SIGINT / SIGTERM
+    unwind (temp files removed) and exit 130 / 143 with one line."""
     args = parser.parse_args(argv)
-    try:
-        return body(args) or 0
-    except CrossFormerError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    with signals_as_exceptions():
+        try:
+            return body(args) or 0
+        except CrossFormerError as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as e:  # Interrupted, or a KeyboardInterrupt raised by someone else
+            remove_temp_files()  # what unwinding missed (a temp file made outside a ``with``)
+            signum = getattr(e, "signum", signal.SIGINT)
+            print(f"{prog}: interrupted by {signal.Signals(signum).name}; temporary files removed", file=sys.stderr)
+            return 128 + signum
 
 
 def parse_size(text: str, stride: int = 32) -> tuple[int, int]:
