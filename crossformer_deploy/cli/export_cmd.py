@@ -3,6 +3,7 @@ optionally through a target's graph passes, to FP16 or INT8, and on to a TensorR
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -10,11 +11,12 @@ from ..errors import UsageError
 from ..export.metadata import ModelInfo
 from ..export.onnx_export import DEFAULT_OPSET, save_onnx, to_onnx
 from ..export.pipeline import TARGETS, run_pipeline
-from ..fileio import check_output_path
+from ..fileio import check_output_path, check_writable_dir
 from ..model.factory import build_model, weights_label
 from .common import Steps, parse_size, positive_int, run_main
 
 EXAMPLES = """examples:
+  crossformer-export --variant s --fp16          # writes ./crossformer-s-fp16.onnx and prints its path
   crossformer-export --variant s --weights crossformer-s.pth -o crossformer_s.onnx
   crossformer-export --variant s --static 224x224 --batch 1 --target onnxruntime --explain -o s_ort.onnx
   crossformer-export --variant s --weights s.pth --fp16 --target tensorrt --max-size 384x384 -o s_trt.onnx
@@ -72,7 +74,9 @@ def parser() -> argparse.ArgumentParser:
     e = p.add_argument_group("TensorRT engine")
     e.add_argument("--engine", help="also build a TensorRT engine here (needs TensorRT and a GPU)")
     e.add_argument("--shapes", help="engine profile(s), e.g. min:1x224x224,opt:8x224x224,max:32x384x384")
-    p.add_argument("-o", "--output", required=True, help="ONNX file to write (atomically)")
+    p.add_argument("-o", "--output", help="ONNX file to write (atomically); default: in the current folder, "
+                   "crossformer-VARIANT[-backbone][-fp16|-fp16io|-int8][-TARGET][-HxW][-bN].onnx (only what "
+                   "differs from classifier, fp32, target plain, dynamic size and batch), path printed on stdout")
     return p
 
 
@@ -95,7 +99,13 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
-    check_output_path(args.output)
+    # Every file this run writes can be written: known now, not after minutes of export or calibration.
+    if args.output:
+        check_output_path(args.output)
+    else:
+        check_writable_dir(os.getcwd())
+    if args.calib_cache:
+        check_output_path(args.calib_cache)
     size = parse_size(args.static) if args.static else (224, 224)
     max_size = parse_size(args.max_size) if args.max_size else None
     profiles = None
@@ -115,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     step("loading model")
     model = build_model(variant, args.weights, args.mode, args.num_classes, seed=args.seed)
+    named = args.output is None
+    if named:  # the variant may come from the checkpoint: the name waits for the model
+        args.output = check_output_path(default_output(variant or _name(model), args, size))
     info = ModelInfo(variant=variant or _name(model), mode=args.mode, num_classes=model.num_classes,
                      weights=weights_label(args.weights, args.seed), input_size=size,
                      dynamic=args.static is None, batch=args.batch, crop_ratio=args.crop_ratio)
@@ -144,7 +157,28 @@ def run(args: argparse.Namespace) -> int:
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
     print(f"wrote {args.output} ({info.variant}, {args.mode}, {precision}, target {args.target}, input {shape}, "
           f"{time.perf_counter() - t0:.1f} s)" + (f"; engine {args.engine}" if args.engine else ""), file=sys.stderr)
+    if named:
+        print(args.output)
     return 0
+
+
+def default_output(variant: str, args: argparse.Namespace, size: tuple[int, int]) -> str:
+    """crossformer-s.onnx, crossformer-s-backbone-int8-openvino-224x224-b1.onnx: the variant, then only what
+    differs from the defaults, always in the order mode, precision, target, static size, batch."""
+    parts = ["crossformer", variant]
+    if args.mode != "classifier":
+        parts.append(args.mode)
+    if args.fp16:
+        parts.append("fp16io" if args.fp16_io else "fp16")
+    elif args.int8:
+        parts.append("int8")
+    if args.target != "plain":
+        parts.append(args.target)
+    if args.static:
+        parts.append(f"{size[0]}x{size[1]}")
+    if args.batch:
+        parts.append(f"b{args.batch}")
+    return "-".join(parts) + ".onnx"
 
 
 def _precision(args: argparse.Namespace, proto, info: ModelInfo, step: Steps):

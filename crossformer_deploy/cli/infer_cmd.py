@@ -7,7 +7,7 @@ import os
 import sys
 
 from ..cache import cache_dir
-from ..errors import UsageError
+from ..errors import ImageError, UsageError
 from ..export.metadata import ModelInfo
 from ..runtime.classify import classify
 from ..runtime.open import open_runner, read_model_info
@@ -21,6 +21,12 @@ EXAMPLES = """examples:
 
 Without --model, the checkpoint (or, with no --weights, an untrained CrossFormer-S) is exported
 to ONNX once and kept in the cache ($CROSSFORMER_DEPLOY_CACHE, default ~/.cache/crossformer-deploy).
+
+Folders are searched recursively (symlinked sub-folders followed once each). An image that cannot be
+read (missing, permission denied, not an image, corrupt, too large) gets one error line on stderr and
+the others are still classified; with several images a summary ("12 images, 2 failed") ends stderr.
+Exit code: 0 all classified, 1 some failed, 2 none could be classified or bad arguments (with --strict:
+2 at the first unreadable image).
 """
 WEIGHTS_HINT = ("the official ImageNet weights are published by the authors at github.com/cheerss/CrossFormer "
                 "(README, model zoo); pass one with --weights")
@@ -41,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--threads", type=positive_int, help="CPU threads (default: the runtime's choice)")
     p.add_argument("--json", action="store_true", help="print JSON (one list) instead of a table")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (exit 2)")
     return p
 
 
@@ -51,10 +58,11 @@ def ensure_model(args: argparse.Namespace) -> str:
         return args.model
     from ..export.onnx_export import export
     from ..fileio import sha256_file
+    from ..model.checkpoint import checkpoint_file
     from ..model.factory import build_model, weights_label
 
     variant = args.variant or (None if args.weights else "s")
-    tag = sha256_file(args.weights)[:16] if args.weights else "random0"
+    tag = sha256_file(checkpoint_file(args.weights))[:16] if args.weights else "random0"
     path = os.path.join(cache_dir(), f"crossformer-{variant or 'ckpt'}-{tag}.onnx")
     if not os.path.exists(path):
         print(f"exporting {'CrossFormer-' + variant.upper() if variant else args.weights} to ONNX once: {path}",
@@ -67,15 +75,15 @@ def ensure_model(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    paths = list_images(args.images)
-    model_path = ensure_model(args)
-    info = read_model_info(model_path)
-    if info.weights.startswith("random-init"):
-        print(f"warning: {os.path.basename(model_path)} has untrained (random) weights, so its labels are "
-              f"meaningless; {WEIGHTS_HINT}", file=sys.stderr)
-    size = parse_size(args.size, info.stride) if args.size else tuple(info.input_size)
-    with open_runner(model_path, args.provider, args.threads) as runner:
-        preds = classify(runner, info, paths, size, args.topk, args.batch_size)
+    failures: list[ImageError] = []
+
+    def skip(e: ImageError) -> None:
+        failures.append(e)
+        print(f"crossformer-infer: error: {e}", file=sys.stderr)
+
+    on_error = None if args.strict else skip
+    paths = list_images(args.images, on_error)
+    preds = _classify(args, paths, on_error) if paths else []
     if args.json:
         json.dump([p.to_json() for p in preds], sys.stdout, indent=1)
         print()
@@ -84,7 +92,21 @@ def run(args: argparse.Namespace) -> int:
             print(p.image)
             for c, name, prob in p.topk:
                 print(f"  {prob * 100:6.2f}%  {name} ({c})")
-    return 0
+    total = len(preds) + len(failures)
+    if total > 1:
+        print(f"crossformer-infer: {total} images, {len(failures)} failed", file=sys.stderr)
+    return 0 if not failures else 1 if preds else 2
+
+
+def _classify(args: argparse.Namespace, paths: list[str], on_error) -> list:
+    model_path = ensure_model(args)
+    info = read_model_info(model_path)
+    if info.weights.startswith("random-init"):
+        print(f"warning: {os.path.basename(model_path)} has untrained (random) weights, so its labels are "
+              f"meaningless; {WEIGHTS_HINT}", file=sys.stderr)
+    size = parse_size(args.size, info.stride) if args.size else tuple(info.input_size)
+    with open_runner(model_path, args.provider, args.threads) as runner:
+        return classify(runner, info, paths, size, args.topk, args.batch_size, on_error=on_error)
 
 
 def main(argv=None) -> int:

@@ -6,6 +6,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ..errors import UsageError
+from ..fileio import check_writable_dir
 from .common import positive_int, run_main
 
 BACKENDS = {"auto": "auto", "onnxruntime": "onnx", "tensorrt": "plan", "python": "python"}
@@ -51,12 +53,24 @@ def parser() -> argparse.ArgumentParser:
 def body(args: argparse.Namespace) -> int:
     from ..engines.triton_repo import write_repository
 
+    _check_out_dir(args.out)
     written = write_repository(args.model, args.name, args.out, max_batch=args.max_batch, instances=args.instances,
                                with_preprocess=args.with_preprocess, kind=BACKENDS[args.backend],
                                overwrite=args.overwrite, topk=args.topk, execution_env=args.execution_env)
     models = sorted({os.path.relpath(p, args.out).split(os.sep)[0] for p in written})
     print(f"wrote {len(models)} model{'s' if len(models) > 1 else ''} to {args.out}: {', '.join(models)}")
     return 0
+
+
+def _check_out_dir(out: str) -> None:
+    """The repository folder, or the existing folder it will be created in, takes files: known before
+    any model is read."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out} is a file, not a folder")
+    folder = os.path.abspath(out)
+    while not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    check_writable_dir(folder)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import ImageError, UsageError
 from ..export.metadata import ModelInfo
 from .labels import class_names
-from .preprocess import load_batch
+from .preprocess import load_image, preprocess
 from .runner import Runner
 
 
@@ -41,19 +41,30 @@ def fill_batch(x: np.ndarray, batch: int | None) -> np.ndarray:
 
 
 def classify(runner: Runner, info: ModelInfo, paths: Sequence[str], size: tuple[int, int], topk: int = 5,
-             batch_size: int = 8, on_batch: Callable[[int], None] | None = None) -> list[Prediction]:
+             batch_size: int = 8, on_batch: Callable[[int], None] | None = None,
+             on_error: Callable[[ImageError], None] | None = None) -> list[Prediction]:
+    """Top-k labels per image, in input order. An image that cannot be loaded raises ImageError, or, with
+    ``on_error``, is handed to it and left out (the batches stay full with the images that load)."""
     if info.mode != "classifier":
         raise UsageError("this model is a backbone (feature maps, no labels); crossformer-infer needs a classifier")
     names = class_names(info.num_classes)
     k = min(topk, info.num_classes)
     bs = info.batch or batch_size
     preds: list[Prediction] = []
-    for start in range(0, len(paths), bs):
-        chunk = paths[start:start + bs]
-        x = load_batch(chunk, size, info.crop_ratio, info.mean, info.std)
-        out = runner.run({"image": fill_batch(x, info.batch)})
-        logits = next(iter(out.values()))[: len(chunk)]
-        preds += [Prediction(p, t) for p, t in zip(chunk, top_k(logits, k, names))]
-        if on_batch:
-            on_batch(len(chunk))
+    chunk: list[tuple[str, np.ndarray]] = []
+    for i, path in enumerate(paths):
+        try:
+            chunk.append((path, preprocess(load_image(path), size, info.crop_ratio, info.mean, info.std)))
+        except ImageError as e:
+            if on_error is None:
+                raise
+            on_error(e)
+        if chunk and (len(chunk) == bs or i == len(paths) - 1):
+            x = np.stack([a for _, a in chunk])
+            out = runner.run({"image": fill_batch(x, info.batch)})
+            logits = next(iter(out.values()))[: len(chunk)]
+            preds += [Prediction(p, t) for (p, _), t in zip(chunk, top_k(logits, k, names))]
+            if on_batch:
+                on_batch(len(chunk))
+            chunk = []
     return preds

@@ -5,49 +5,97 @@ Official eval: resize the shorter side to size / 0.875 (bicubic), center crop, I
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageError
+from ..errors import ImageError, first_line
 from ..export.metadata import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def list_images(inputs: Iterable[str]) -> list[str]:
-    """Files as given, directories expanded (recursively, sorted) to the images they hold."""
+def list_images(inputs: Iterable[str], on_error: Callable[[ImageError], None] | None = None) -> list[str]:
+    """Files as given, directories expanded recursively (sorted) to the images they hold, symlinked
+    sub-folders followed once each. A missing input or an unlistable folder raises ImageError, or, with
+    ``on_error``, is handed to it and skipped (a folder run goes on past one bad entry)."""
     found: list[str] = []
+    seen: set[str] = set()  # real paths of the folders walked: a link loop or a second link is walked once
     for p in inputs:
         if os.path.isdir(p):
-            inside = sorted(os.path.join(d, f) for d, _, fs in os.walk(p) for f in fs
-                            if f.lower().endswith(IMAGE_EXTS))
-            if not inside:
+            if os.path.realpath(p) in seen:
+                continue  # given twice, or inside a folder given before
+            failed: list[ImageError] = []
+            inside = sorted(_walk(p, seen, failed.append))
+            for e in failed:
+                _fail(e, on_error)
+            if not inside and not failed:
                 raise ImageError(f"no images ({', '.join(IMAGE_EXTS[:4])}, ...) in directory {p}")
             found += inside
-        elif os.path.isfile(p):
-            found.append(p)
+        elif os.path.lexists(p):
+            found.append(p)  # a file, or a link to nothing: loading it says what is wrong
         else:
-            raise ImageError(f"no such file or directory: {p}")
-    if not found:
+            _fail(ImageError(f"no such file or directory: {p}"), on_error)
+    if not found and on_error is None:
         raise ImageError("no input images given")
     return found
+
+
+def _walk(folder: str, seen: set[str], on_error: Callable[[ImageError], None]) -> Iterator[str]:
+    real = os.path.realpath(folder)
+    if real in seen:
+        return
+    seen.add(real)
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)  # which link to a folder wins: stable
+    except OSError as e:
+        on_error(ImageError(f"cannot list folder {folder}: {_why(e)}"))
+        return
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir()  # follows symlinks
+        except OSError:
+            is_dir = False
+        if is_dir:
+            yield from _walk(entry.path, seen, on_error)
+        elif entry.name.lower().endswith(IMAGE_EXTS):
+            yield entry.path
+
+
+def _fail(error: ImageError, on_error: Callable[[ImageError], None] | None) -> None:
+    if on_error is None:
+        raise error
+    on_error(error)
+
+
+def _why(e: OSError) -> str:
+    if isinstance(e, FileNotFoundError):
+        return "no such file"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    return e.strerror or type(e).__name__
 
 
 def load_image(path: str) -> Image.Image:
     """An RGB image, EXIF orientation applied; grayscale, palette, RGBA/LA (over white), CMYK and
     16-bit images converted."""
     try:
-        with Image.open(path) as im:
-            im.load()  # decode now: a truncated file fails here, with its name
-            im = ImageOps.exif_transpose(im)
-    except FileNotFoundError:
-        raise ImageError(f"no such file: {path}") from None
+        with warnings.catch_warnings():
+            # Pillow warns from MAX_IMAGE_PIXELS and refuses from twice that (below): a big photo decodes quietly
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()  # decode now: a truncated file fails here, with its name
+                im = ImageOps.exif_transpose(im)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        raise ImageError(f"{_why(e)}: {path}") from None
     except UnidentifiedImageError:
         raise ImageError(f"not an image (or a format Pillow cannot read): {path}") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"image too large: {path} ({first_line(e)})") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"corrupt image {path}: {e}") from None
+        raise ImageError(f"corrupt image {path}: {first_line(e)}") from None
     return to_rgb(im)
 
 
