@@ -54,9 +54,24 @@ def test_infer_json_and_batching(tiny_onnx):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert len(out) == 4 and all(len(p["topk"]) == 3 for p in out)
-    assert out[0]["topk"] == out[1]["topk"]  # the same image alone and inside a batch of two
+    assert [os.path.basename(p["image"]) for p in out] == ["chelsea.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]
     probs = [t["prob"] for t in out[0]["topk"]]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-6
+
+
+def test_image_alone_and_in_a_batch_with_another(tiny_onnx):
+    """A batch row must not see its neighbours (nor be swapped with them): each image alone (batch size 1)
+    vs the two together in one batch of two."""
+    other = os.path.join(ROOT, "samples", "rocket.jpg")
+    alone = [json.loads(cli("infer", p, "--model", tiny_onnx, "--json", "--topk", "10", "--batch-size", "1").stdout)[0]
+             for p in (other, SAMPLE)]
+    r = cli("infer", other, SAMPLE, "--model", tiny_onnx, "--json", "--topk", "10", "--batch-size", "2")
+    together = json.loads(r.stdout)
+    assert alone[0]["topk"] != alone[1]["topk"]  # two different images: a swap would show
+    for a, b in zip(alone, together):
+        assert a["image"] == b["image"]
+        assert [t["class"] for t in a["topk"]] == [t["class"] for t in b["topk"]]
+        assert max(abs(x["prob"] - y["prob"]) for x, y in zip(a["topk"], b["topk"])) <= 1e-5
 
 
 def test_infer_static_batch_pads_last_batch(tiny_static, tiny_onnx):
@@ -166,11 +181,14 @@ def test_image_modes(tmp_path):
     a = np.asarray(load_image(str(tmp_path / "i16.png")), np.int32)
     b = np.asarray(load_image(str(tmp_path / "gray.png")), np.int32)
     assert np.abs(a - b).max() <= 1
-    # EXIF orientation 6 (rotate 90 CW) is applied
+    # EXIF orientation 6 (the camera was turned: rotate 90 degrees clockwise to view) is applied, the right
+    # way round: the pixels, not just the size (the other rotation has the same size). PNG keeps them exact.
     exif = Image.Exif()
     exif[0x0112] = 6
-    rgb.save(tmp_path / "rot.jpg", exif=exif)
-    assert load_image(str(tmp_path / "rot.jpg")).size == (rgb.size[1], rgb.size[0])
+    rgb.save(tmp_path / "rot.png", exif=exif)
+    got = np.asarray(load_image(str(tmp_path / "rot.png")))
+    assert (got == np.asarray(rgb.transpose(Image.Transpose.ROTATE_270))).all()
+    assert not (got == np.asarray(rgb.transpose(Image.Transpose.ROTATE_90))).all()
 
 
 def test_resize_crop_matches_eval_transform():
