@@ -182,3 +182,15 @@ def test_folder_listing_without_a_model(tmp_path):
     assert [str(e) for e in errors] == [f"no such file or directory: {tmp_path / 'none'}"]
     with pytest.raises(ImageError, match="no such file or directory"):
         list_images([str(tmp_path / "none"), str(tmp_path)])
+
+
+def test_hashing_a_bad_path_is_a_one_line_error(tmp_path):
+    """sha256_file backs every command that hashes an input: a CrossFormerError (one line, exit 2) that is
+    still an OSError for the callers that catch those."""
+    from crossformer_deploy.errors import CrossFormerError
+    from crossformer_deploy.fileio import sha256_file
+
+    with pytest.raises(CrossFormerError, match="is a directory"):
+        sha256_file(tmp_path)
+    with pytest.raises(OSError, match="no such file"):
+        sha256_file(tmp_path / "missing.bin")
