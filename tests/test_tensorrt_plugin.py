@@ -68,13 +68,16 @@ def trt_nodes():
     plain = run_pipeline(to_onnx(model, info), "plain")
     out = {}
     for precision, proto in (("fp32", plain), ("fp16", to_fp16(plain))):
-        graph = onnx.shape_inference.infer_shapes(run_pipeline(proto, "tensorrt"))
+        trt_graph = run_pipeline(proto, "tensorrt")
+        onnx.checker.check_model(trt_graph, full_check=True)  # what crossformer-export runs before writing
+        graph = onnx.shape_inference.infer_shapes(trt_graph)
         dtypes = {v.name: v.type.tensor_type.elem_type for v in [*graph.graph.value_info, *graph.graph.input]}
         dtypes.update({t.name: t.data_type for t in graph.graph.initializer})
         for node in graph.graph.node:
             if node.op_type == "GroupedAttention":
                 attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
                 key = (precision, attrs["mode"].decode(), attrs["interval"])
+                assert dtypes.get(node.output[0]) == dtypes.get(node.input[0]), "the op's output has qkv's dtype"
                 out.setdefault(key, (node, [dtypes.get(i) for i in node.input], attrs))
     return out
 

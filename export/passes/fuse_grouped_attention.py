@@ -59,7 +59,8 @@ def fuse_grouped_attention(graph: gs.Graph, arch: Architecture) -> gs.Graph:
         heads = arch.num_heads[blk.stage]
         dim = arch.stage_dim(blk.stage)
         table = folded_table(graph, blk.prefix) or _centred_from_flat(graph, blk.prefix, heads)
-        out = gs.Variable(blk.prefix + "attn/grouped_attention", dtype=np.float32)
+        # the op's output has qkv's dtype (fp16 in an FP16 graph): the plugin says so, and the graph must too
+        out = gs.Variable(blk.prefix + "attn/grouped_attention", dtype=qkv_out[0].dtype or np.float32)
         graph.nodes.append(gs.Node(
             OP, name=blk.prefix + "attn/" + OP, domain=DOMAIN, inputs=[qkv_out[0], table], outputs=[out],
             attrs={"num_heads": heads, "mode": "lda" if blk.lda else "sda", "group_size": arch.group_size,
