@@ -96,12 +96,14 @@ def test_bench_provider_torch_cuda(tmp_path):
     assert rows["torch-cuda"]["within_tolerance"] and rows["torch-cuda"]["median_ms"] > 0, rows["torch-cuda"]
 
 
-def _cli(cmd: str, *args: str, interpret: bool, cwd: str | None = None) -> subprocess.CompletedProcess:
+def _cli(cmd: str, *args: str, interpret: bool, cache: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if cache:
+        env["CROSSFORMER_DEPLOY_CACHE"] = cache
     if interpret:
         env["TRITON_INTERPRET"] = "1"
     return subprocess.run([sys.executable, "-m", f"crossformer_deploy.cli.{cmd}_cmd", *args], capture_output=True,
-                          text=True, env=env, timeout=900, cwd=cwd)
+                          text=True, env=env, timeout=900)
 
 
 def test_validate_provider_torch_cuda():
@@ -119,3 +121,26 @@ def test_validate_provider_torch_cuda():
         assert r.stderr.strip().splitlines() == [
             "crossformer-validate: error: --provider torch-cuda needs an NVIDIA GPU and a CUDA build of PyTorch; "
             f"torch.cuda.is_available() is False here (torch {torch.__version__})"]
+
+
+def test_infer_provider_torch_cuda_agrees_with_onnx_runtime(tmp_path):
+    images = [SAMPLE, os.path.join(ROOT, "samples", "coffee.jpg")]
+    common = ["--variant", "tiny", "--size", "64", "--topk", "3", "--json"]
+    cache = str(tmp_path)
+    fused = _cli("infer", *images, *common, "--provider", "torch-cuda", interpret=True, cache=cache)
+    ort = _cli("infer", *images, *common, interpret=False, cache=cache)
+    no_gpu = _cli("infer", SAMPLE, "--provider", "torch-cuda", interpret=False, cache=cache)
+    with_model = _cli("infer", SAMPLE, "--model", "x.onnx", "--provider", "torch-cuda", interpret=True, cache=cache)
+    assert fused.returncode == 0 and ort.returncode == 0, fused.stderr[-2000:] + ort.stderr[-2000:]
+    a, b = json.loads(fused.stdout), json.loads(ort.stdout)
+    assert [p["image"] for p in a] == images
+    for pa, pb in zip(a, b):
+        assert [t["class"] for t in pa["topk"]] == [t["class"] for t in pb["topk"]]
+        assert max(abs(ta["prob"] - tb["prob"]) for ta, tb in zip(pa["topk"], pb["topk"])) <= 1e-3
+    assert with_model.returncode == 2 and "give --weights and/or --variant, not --model" in with_model.stderr
+    import torch
+
+    if not torch.cuda.is_available():
+        assert no_gpu.returncode == 2 and "Traceback" not in no_gpu.stderr
+        assert no_gpu.stderr.strip().splitlines()[-1].startswith(
+            "crossformer-infer: error: --provider torch-cuda needs an NVIDIA GPU")

@@ -12,12 +12,17 @@ from ..export.metadata import ModelInfo
 from ..runtime.classify import classify
 from ..runtime.open import open_runner, read_model_info
 from ..runtime.preprocess import list_images
+from ..runtime.runner import Runner
 from .common import parse_size, positive_int, run_main
 
 EXAMPLES = """examples:
   crossformer-infer samples/chelsea.jpg
   crossformer-infer photos/ --variant s --weights crossformer-s.pth --topk 3 --json
   crossformer-infer img.jpg --model crossformer_s.onnx --provider cuda --batch-size 16
+  crossformer-infer photos/ --weights crossformer-s.pth --provider torch-cuda --batch-size 32
+
+--provider torch-cuda runs the checkpoint itself in PyTorch on an NVIDIA GPU (fp16, the fused Triton
+attention kernel, one CUDA graph per input shape): no export, no TensorRT.
 
 Without --model, the checkpoint (or, with no --weights, an untrained CrossFormer-S) is exported
 to ONNX once and kept in the cache ($CROSSFORMER_DEPLOY_CACHE, default ~/.cache/crossformer-deploy).
@@ -40,8 +45,8 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--model", help="an exported model: .onnx (ONNX Runtime / OpenVINO) or .plan (TensorRT)")
     src.add_argument("--variant", choices=["t", "s", "b", "l", "tiny"], help="export this variant (default s)")
     src.add_argument("--weights", help="checkpoint to export (.pth / .safetensors)")
-    p.add_argument("--provider", choices=["cpu", "cuda", "tensorrt", "openvino"], default="cpu",
-                   help="ONNX execution backend (default cpu)")
+    p.add_argument("--provider", choices=["cpu", "cuda", "tensorrt", "openvino", "torch-cuda"], default="cpu",
+                   help="ONNX execution backend (default cpu); torch-cuda: the checkpoint in PyTorch on a GPU")
     p.add_argument("--topk", type=positive_int, default=5)
     p.add_argument("--size", help="input size N or HxW, a multiple of 32 (default: the model's, 224)")
     p.add_argument("--batch-size", type=positive_int, default=8)
@@ -99,14 +104,34 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace, paths: list[str], on_error) -> list:
-    model_path = ensure_model(args)
-    info = read_model_info(model_path)
+    if args.provider == "torch-cuda":
+        info, runner = _torch_cuda(args)
+        name = info.variant
+    else:
+        model_path = ensure_model(args)
+        info, runner = read_model_info(model_path), None
+        name = os.path.basename(model_path)
     if info.weights.startswith("random-init"):
-        print(f"warning: {os.path.basename(model_path)} has untrained (random) weights, so its labels are "
-              f"meaningless; {WEIGHTS_HINT}", file=sys.stderr)
+        print(f"warning: {name} has untrained (random) weights, so its labels are meaningless; {WEIGHTS_HINT}",
+              file=sys.stderr)
     size = parse_size(args.size, info.stride) if args.size else tuple(info.input_size)
-    with open_runner(model_path, args.provider, args.threads) as runner:
+    with runner or open_runner(model_path, args.provider, args.threads) as runner:
         return classify(runner, info, paths, size, args.topk, args.batch_size, on_error=on_error)
+
+
+def _torch_cuda(args: argparse.Namespace) -> tuple[ModelInfo, Runner]:
+    """The checkpoint as a PyTorch model for the torch-cuda runner (no export): its info and the runner."""
+    if args.model:
+        raise UsageError("--provider torch-cuda runs a checkpoint: give --weights and/or --variant, not --model")
+    from ..model.factory import build_model, weights_label
+    from ..runtime.torch_cuda_runner import TorchCudaRunner, torch_cuda_device
+
+    torch_cuda_device()  # no GPU: one line now, before the checkpoint is read
+    variant = args.variant or (None if args.weights else "s")
+    model = build_model(variant, args.weights)
+    info = ModelInfo(variant=variant or model.cfg.name, mode="classifier", num_classes=model.num_classes,
+                     weights=weights_label(args.weights))
+    return info, TorchCudaRunner(model)
 
 
 def main(argv=None) -> int:

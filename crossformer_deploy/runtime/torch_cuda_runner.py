@@ -57,6 +57,7 @@ class _Graphed:
 
 class TorchCudaRunner(Runner):
     name = "torch-cuda"
+    stride = 32  # the model's: three 2x merges after the stride-4 embedding
 
     def __init__(self, model: torch.nn.Module, dtype: torch.dtype = torch.float16, cuda_graphs: bool = True,
                  max_graphs: int = 8):
