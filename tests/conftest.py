@@ -30,3 +30,14 @@ def digits_data():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, golden_ckpt):
+    """The tiny golden model exported by crossformer-export (dynamic), once per session; read-only."""
+    from .helpers import cli
+
+    path = str(tmp_path_factory.mktemp("tiny") / "tiny.onnx")
+    r = cli("export", "--weights", golden_ckpt, "-o", path)
+    assert r.returncode == 0, r.stderr
+    return path

@@ -1,11 +1,38 @@
 """Shared test helpers: exports made once per session, perturbed random weights."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import torch
 
 from crossformer_deploy.model.crossformer import CrossFormer
+
+
+def cli(cmd: str, *args: str, env_extra: dict | None = None, cwd: str | None = None,
+        prefix: tuple = ()) -> subprocess.CompletedProcess:
+    """``crossformer-<cmd> args`` in a subprocess (``prefix``: e.g. a setpriv wrapper), with a test cache."""
+    env = {**os.environ, "CROSSFORMER_DEPLOY_CACHE": os.environ.get("CROSSFORMER_TEST_CACHE", "/tmp/cf-test-cache"),
+           **(env_extra or {})}
+    return subprocess.run([*prefix, sys.executable, "-m", f"crossformer_deploy.cli.{cmd}_cmd", *args],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
+
+
+def error_lines(r: subprocess.CompletedProcess) -> list[str]:
+    """stderr's lines but warnings; there must be no traceback."""
+    assert "Traceback" not in r.stderr, r.stderr
+    return [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("warning:")]
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit 2, one error line (warnings allowed beside it) holding every fragment."""
+    lines = error_lines(r)
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
 
 
 def perturb(model: CrossFormer, seed: int = 0, scale: float = 0.05) -> CrossFormer:

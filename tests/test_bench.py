@@ -13,20 +13,13 @@ from crossformer_deploy.bench import Result, check_backends, format_table, goal
 from crossformer_deploy.errors import InputSizeError, UsageError
 from crossformer_deploy.model.factory import build_model
 
-from .test_cli import SAMPLE, cli
+from .helpers import cli
+from .test_cli import SAMPLE
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (the openvino extra)")
 FIELDS = {"size", "batch", "backend", "status", "note", "graph", "precision", "build_s", "median_ms", "p90_ms",
           "images_per_s", "vs_torch", "vs_ov_bf16", "max_abs", "cosine", "within_tolerance"}
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory, golden_ckpt):
-    path = str(tmp_path_factory.mktemp("bench") / "tiny.onnx")
-    r = cli("export", "--weights", golden_ckpt, "-o", path)
-    assert r.returncode == 0, r.stderr
-    return path
 
 
 def test_bench_cli_table_and_json(tmp_path):

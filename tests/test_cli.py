@@ -1,8 +1,6 @@
 """Every bad input through the real commands: exit 2, one line on stderr, no traceback."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,33 +9,10 @@ from PIL import Image
 
 from crossformer_deploy import create_model
 
+from .helpers import assert_one_line_error, cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "samples", "chelsea.jpg")
-
-
-def cli(cmd: str, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CROSSFORMER_DEPLOY_CACHE": os.environ.get("CROSSFORMER_TEST_CACHE", "/tmp/cf-test-cache"),
-           **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", f"crossformer_deploy.cli.{cmd}_cmd", *args], capture_output=True,
-                          text=True, env=env, timeout=600)
-
-
-def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert r.returncode == 2, r.stderr
-    assert "Traceback" not in r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("warning:")]
-    assert len(lines) == 1, r.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory, golden_ckpt):
-    d = tmp_path_factory.mktemp("cli")
-    path = str(d / "tiny.onnx")
-    r = cli("export", "--weights", golden_ckpt, "-o", path)
-    assert r.returncode == 0, r.stderr
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -5,33 +5,16 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 import zlib
 
 import pytest
 from PIL import Image
 
+from .helpers import assert_one_line_error, cli, error_lines
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "samples")
 SAMPLE = os.path.join(SAMPLES, "chelsea.jpg")
-
-
-def cli(cmd: str, *args: str, cwd: str | None = None, prefix: tuple = ()) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CROSSFORMER_DEPLOY_CACHE": os.environ.get("CROSSFORMER_TEST_CACHE", "/tmp/cf-test-cache")}
-    return subprocess.run([*prefix, sys.executable, "-m", f"crossformer_deploy.cli.{cmd}_cmd", *args],
-                          capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
-
-
-def error_lines(r: subprocess.CompletedProcess) -> list[str]:
-    assert "Traceback" not in r.stderr, r.stderr
-    return [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("warning:")]
-
-
-def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
-    lines = error_lines(r)
-    assert r.returncode == 2 and len(lines) == 1, r.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +35,6 @@ def huge_png(path) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     ihdr = struct.pack(">IIBBBBB", 20000, 20000, 1, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory, golden_ckpt):
-    path = str(tmp_path_factory.mktemp("inputs") / "tiny.onnx")
-    r = cli("export", "--weights", golden_ckpt, "-o", path)
-    assert r.returncode == 0, r.stderr
-    return path
 
 
 @pytest.fixture

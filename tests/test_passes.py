@@ -108,7 +108,7 @@ def test_cleanup_leaves_no_files_behind(tiny_proto, tmp_path, monkeypatch):
 
 
 def test_explain_through_cli(golden_ckpt, tmp_path):
-    from .test_cli import cli
+    from .helpers import cli
 
     r = cli("export", "--weights", golden_ckpt, "--target", "tensorrt", "--max-size", "256x256", "--explain",
             "-o", str(tmp_path / "t.onnx"))

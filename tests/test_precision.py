@@ -355,7 +355,7 @@ def test_calibration_set_is_deterministic(calib_dir, tmp_path):
 
 def test_cli_fp16_int8_and_validate(tmp_path, digits_data):
     """The flags end to end: export, then crossformer-validate on labelled digits (accuracy reported)."""
-    from .test_cli import assert_one_line_error, cli
+    from .helpers import assert_one_line_error, cli
 
     ckpt = CKPT
     digits_data.export_image_folder(str(tmp_path / "calib"), "train", limit=32)
@@ -474,7 +474,7 @@ def test_int8_calibrates_a_fixed_batch_graph(calib_dir, tmp_path, batch):
 
 def test_cli_int8_static_batch_1(calib_dir, tmp_path):
     """The command of the issue: --static --batch 1 --int8 (it fed batches of 16 to the batch-1 graph)."""
-    from .test_cli import cli
+    from .helpers import cli
 
     out = str(tmp_path / "b1.onnx")
     r = cli("export", "--weights", CKPT, "--static", "64x64", "--batch", "1", "--int8", "--calib", calib_dir,

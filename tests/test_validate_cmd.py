@@ -10,15 +10,7 @@ from crossformer_deploy.cli import validate_cmd
 from crossformer_deploy.export.onnx_export import set_metadata
 from crossformer_deploy.export.precision import schemes
 
-from .test_cli import cli
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory, golden_ckpt):
-    path = str(tmp_path_factory.mktemp("validate") / "tiny.onnx")
-    r = cli("export", "--weights", golden_ckpt, "-o", path)
-    assert r.returncode == 0, r.stderr
-    return path
+from .helpers import cli
 
 
 def test_validate_fails_on_a_perturbed_graph(tiny_onnx, golden_ckpt, tmp_path):
