@@ -35,3 +35,14 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (or its type name): what a one-line error can quote."""
     text = str(e).strip()
     return (text.splitlines()[0] if text else type(e).__name__)[:limit]
+
+
+def os_reason(e: OSError) -> str:
+    """Why a file could not be read, in a few words a one-line error can end with."""
+    if isinstance(e, FileNotFoundError):
+        return "no such file"
+    if isinstance(e, IsADirectoryError):
+        return "it is a directory, not a file"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    return e.strerror or first_line(e)

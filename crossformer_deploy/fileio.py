@@ -8,7 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 
-from .errors import UnreadableFileError, UsageError, first_line
+from .errors import UnreadableFileError, UsageError, first_line, os_reason
 from .interrupt import deferred
 
 _live_temps: set[str] = set()  # temp files of atomic writes now in progress
@@ -89,13 +89,6 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
             while block := f.read(chunk):
                 h.update(block)
     except OSError as e:
-        raise UnreadableFileError(f"cannot read {os.fspath(path)}: {_why(e)}") from None
+        raise UnreadableFileError(f"cannot read {os.fspath(path)}: {os_reason(e)}") from None
     return h.hexdigest()
 
-
-def _why(e: OSError) -> str:
-    if isinstance(e, IsADirectoryError):
-        return "it is a directory, not a file"
-    if isinstance(e, FileNotFoundError):
-        return "no such file"
-    return e.strerror or first_line(e)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageError, first_line
+from ..errors import ImageError, first_line, os_reason
 from ..export.metadata import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -51,7 +51,7 @@ def _walk(folder: str, seen: set[str], on_error: Callable[[ImageError], None]) -
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)  # which link to a folder wins: stable
     except OSError as e:
-        on_error(ImageError(f"cannot list folder {folder}: {_why(e)}"))
+        on_error(ImageError(f"cannot list folder {folder}: {os_reason(e)}"))
         return
     for entry in entries:
         try:
@@ -70,14 +70,6 @@ def _fail(error: ImageError, on_error: Callable[[ImageError], None] | None) -> N
     on_error(error)
 
 
-def _why(e: OSError) -> str:
-    if isinstance(e, FileNotFoundError):
-        return "no such file"
-    if isinstance(e, PermissionError):
-        return "permission denied"
-    return e.strerror or type(e).__name__
-
-
 def load_image(path: str) -> Image.Image:
     """An RGB image, EXIF orientation applied; grayscale, palette, RGBA/LA (over white), CMYK and
     16-bit images converted."""
@@ -89,7 +81,7 @@ def load_image(path: str) -> Image.Image:
                 im.load()  # decode now: a truncated file fails here, with its name
                 im = ImageOps.exif_transpose(im)
     except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        raise ImageError(f"{_why(e)}: {path}") from None
+        raise ImageError(f"{os_reason(e)}: {path}") from None
     except UnidentifiedImageError:
         raise ImageError(f"not an image (or a format Pillow cannot read): {path}") from None
     except Image.DecompressionBombError as e:

@@ -75,8 +75,7 @@ class TensorRTRunner(Runner):
         except PolygraphyException as e:
             hint = (" (it uses crossformer::GroupedAttention: the kernel is embedded when the engine was built "
                     "with the plugin's ahead-of-time implementation)") if built.plugin else ""
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            raise ModelFileError(f"{self.path}: TensorRT could not load this engine{hint}: {first}") from None
+            raise ModelFileError(f"{self.path}: TensorRT could not load this engine{hint}: {first_line(e)}") from None
 
     def _specs(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
         import tensorrt as trt
