@@ -289,11 +289,9 @@ def _tensorrt(ctx: Context) -> Candidate:
 
 
 def _torch_cuda(ctx: Context) -> Candidate:
-    import copy
-
     from .runtime.torch_cuda_runner import TorchCudaRunner
 
-    runner = TorchCudaRunner(copy.deepcopy(ctx.model))  # fusing swaps modules: keep the reference model intact
+    runner = TorchCudaRunner(ctx.model)
     return _runner_candidate(runner, "PyTorch fp16 on CUDA: fused Triton attention, CUDA graphs", "fp16")
 
 

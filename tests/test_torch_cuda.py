@@ -33,12 +33,14 @@ for mode, size in (("classifier", (64, 96)), ("backbone", (96, 64))):
     x = np.random.default_rng(0).standard_normal((2, 3, *size)).astype(np.float32)
     want = TorchRunner(copy.deepcopy(model)).run({"image": x})
     for dtype in ("float32", "float16"):
-        runner = TorchCudaRunner(copy.deepcopy(model), dtype=getattr(torch, dtype))
+        runner = TorchCudaRunner(model, dtype=getattr(torch, dtype))
         with runner:
             got = runner.run({"image": x})
             fused = sum(isinstance(m, FusedAttention) for m in runner.module.modules())
         res[f"{mode}-{dtype}"] = {
             "device": str(runner.device), "fused": fused, "outputs": sorted(got),
+            "model_untouched": not any(isinstance(m, FusedAttention) for m in model.modules())
+                               and next(model.parameters()).dtype == torch.float32,
             "max_abs": max(float(np.abs(got[k] - want[k]).max()) for k in want),
             "cosine": min(float(cosine_rows(got[k], want[k]).min()) for k in want),
             "top1": bool((got.get("logits", np.zeros(1)).argmax(-1)
@@ -60,6 +62,7 @@ def test_fused_model_matches_eager(interpreted, mode):
     fp32, fp16 = interpreted[f"{mode}-float32"], interpreted[f"{mode}-float16"]
     for r in (fp32, fp16):
         assert r["device"] == "cpu" and r["fused"] == 8  # every block of the tiny model
+        assert r["model_untouched"]  # the runner fuses and casts a copy: the reference stays fp32 and unfused
     assert fp32["outputs"] == (["logits"] if mode == "classifier" else ["stage1", "stage2", "stage3", "stage4"])
     assert fp32["max_abs"] <= 1e-4  # the same math in fp32
     assert fp16["cosine"] >= 0.9995 and fp16["top1"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import sys
@@ -121,7 +120,7 @@ def _model_and_info(args: argparse.Namespace) -> tuple[ModelInfo, CrossFormer]:
 
 def _runner(args: argparse.Namespace, model) -> Runner:
     if args.provider == "torch-cuda":
-        return TorchCudaRunner(copy.deepcopy(model))  # fusing swaps modules: the reference keeps its own
+        return TorchCudaRunner(model)
     return open_runner(args.model, args.provider, args.threads)
 
 

@@ -10,6 +10,7 @@ the tests exercise its plumbing on machines without a GPU.
 """
 from __future__ import annotations
 
+import copy
 import os
 from collections import OrderedDict
 
@@ -73,7 +74,9 @@ class TorchCudaRunner(Runner):
 
         if triton_kernel.triton is None:
             raise UsageError(f"--provider torch-cuda needs OpenAI Triton: {triton_kernel.TRITON_MISSING}")
-        self.module = fuse_attention(self.model.eval()).to(self.device, self.dtype)
+        # a copy: fusing swaps modules and the cast changes dtypes, and the caller's model (often the fp32
+        # reference the results are compared with) must stay as it was
+        self.module = fuse_attention(copy.deepcopy(self.model).eval()).to(self.device, self.dtype)
 
     def _specs(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
         names = ["logits"] if self.model.mode == "classifier" else [f"stage{i + 1}" for i in range(4)]
