@@ -10,7 +10,7 @@ import sys
 from .. import bench
 from ..errors import UsageError
 from ..fileio import check_output_path, write_bytes_atomic
-from .common import parse_list, parse_size, positive_int, run_main
+from .common import default_variant, parse_list, parse_size, positive_int, run_main
 
 PROVIDER_BACKENDS = {"cpu": [b for b in bench.BACKENDS if b not in ("tensorrt", "torch-cuda")],
                      "torch-cuda": ["torch", "torch-cuda"]}
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         raise UsageError(f"--calib {args.calib}: not a folder of images")
     sizes = parse_list(args.sizes, parse_size, "size")
     cfg = bench.BenchConfig(
-        variant=args.variant or (None if args.weights else "s"), weights=args.weights,
+        variant=default_variant(args.variant, args.weights), weights=args.weights,
         sizes=sizes, batches=parse_list(args.batch, _positive, "batch"),
         backends=bench.check_backends(_backends(args)), threads=args.threads,
         repeats=args.repeats, warmup=max(0, args.warmup), block=args.block, pause=max(0.0, args.pause),

@@ -30,6 +30,24 @@ def run_main(prog: str, body: Callable[[argparse.Namespace], int | None], parser
             return 128 + signum
 
 
+def default_variant(variant: str | None, weights: str | None) -> str | None:
+    """--variant, else None to read it off --weights, else (neither given) an untrained S."""
+    return variant or (None if weights else "s")
+
+
+def classifier_from_args(variant: str | None, weights: str | None, label: str | None = None) -> tuple:
+    """(CrossFormer, ModelInfo) of the classifier --variant / --weights name; ``label``: the checkpoint's
+    ``weights_label`` if the caller already hashed it."""
+    from ..export.metadata import ModelInfo
+    from ..model.factory import build_model, weights_label
+
+    variant = default_variant(variant, weights)
+    model = build_model(variant, weights)
+    info = ModelInfo(variant=variant or model.cfg.name, mode="classifier", num_classes=model.num_classes,
+                     weights=label or weights_label(weights))
+    return model, info
+
+
 def parse_size(text: str, stride: int = 32) -> tuple[int, int]:
     """"224" -> (224, 224); "256x320" -> (256, 320); both must be multiples of ``stride``."""
     parts = text.lower().replace("*", "x").split("x")

@@ -13,7 +13,7 @@ from ..export.onnx_export import DEFAULT_OPSET, save_onnx, to_onnx
 from ..export.pipeline import TARGETS, run_pipeline
 from ..fileio import check_output_path, check_writable_dir
 from ..model.factory import build_model, weights_label
-from .common import Steps, parse_size, positive_int, run_main
+from .common import Steps, default_variant, parse_size, positive_int, run_main
 
 EXAMPLES = """examples:
   crossformer-export --variant s --fp16          # writes ./crossformer-s-fp16.onnx and prints its path
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         if args.shapes:
             profiles = parse_profiles(args.shapes)
             max_size = profiles_max(profiles)  # fold_dpb precomputes the table for the profile's largest input
-    variant = args.variant or (None if args.weights else "s")
+    variant = default_variant(args.variant, args.weights)
     step = Steps(4 + args.fp16 + args.int8 + bool(args.engine), "crossformer-export")
     t0 = time.perf_counter()
     step("loading model")

@@ -13,7 +13,7 @@ from ..runtime.classify import classify
 from ..runtime.open import open_runner, read_model_info
 from ..runtime.preprocess import list_images
 from ..runtime.runner import Runner
-from .common import parse_size, positive_int, run_main
+from .common import classifier_from_args, default_variant, parse_size, positive_int, run_main
 
 EXAMPLES = """examples:
   crossformer-infer samples/chelsea.jpg
@@ -62,19 +62,16 @@ def ensure_model(args: argparse.Namespace) -> str:
             raise UsageError("give either --model or --variant/--weights, not both")
         return args.model
     from ..export.onnx_export import export
-    from ..fileio import sha256_file
-    from ..model.checkpoint import checkpoint_file
-    from ..model.factory import build_model, weights_label
+    from ..model.factory import weights_label
 
-    variant = args.variant or (None if args.weights else "s")
-    tag = sha256_file(checkpoint_file(args.weights))[:16] if args.weights else "random0"
+    variant = default_variant(args.variant, args.weights)
+    label = weights_label(args.weights)  # hashes the checkpoint once: the cache key and the export's metadata
+    tag = label.split("sha256=")[1][:16] if args.weights else "random0"
     path = os.path.join(cache_dir(), f"crossformer-{variant or 'ckpt'}-{tag}.onnx")
     if not os.path.exists(path):
         print(f"exporting {'CrossFormer-' + variant.upper() if variant else args.weights} to ONNX once: {path}",
               file=sys.stderr)
-        model = build_model(variant, args.weights)
-        info = ModelInfo(variant=variant or model.cfg.name, mode="classifier", num_classes=model.num_classes,
-                         weights=weights_label(args.weights))
+        model, info = classifier_from_args(args.variant, args.weights, label)
         export(model, path, info)
     return path
 
@@ -123,14 +120,10 @@ def _torch_cuda(args: argparse.Namespace) -> tuple[ModelInfo, Runner]:
     """The checkpoint as a PyTorch model for the torch-cuda runner (no export): its info and the runner."""
     if args.model:
         raise UsageError("--provider torch-cuda runs a checkpoint: give --weights and/or --variant, not --model")
-    from ..model.factory import build_model, weights_label
     from ..runtime.torch_cuda_runner import TorchCudaRunner, torch_cuda_device
 
     torch_cuda_device()  # no GPU: one line now, before the checkpoint is read
-    variant = args.variant or (None if args.weights else "s")
-    model = build_model(variant, args.weights)
-    info = ModelInfo(variant=variant or model.cfg.name, mode="classifier", num_classes=model.num_classes,
-                     weights=weights_label(args.weights))
+    model, info = classifier_from_args(args.variant, args.weights)
     return info, TorchCudaRunner(model)
 
 

@@ -12,7 +12,7 @@ from ..errors import UsageError
 from ..export.metadata import ModelInfo
 from ..export.precision import schemes
 from ..model.crossformer import CrossFormer
-from ..model.factory import build_model, model_from_label, weights_label
+from ..model.factory import model_from_label
 from ..runtime.classify import fill_batch
 from ..runtime.open import ENGINE_EXTS, open_runner, read_model_info
 from ..runtime.parity import TOLERANCES, compare
@@ -20,7 +20,7 @@ from ..runtime.preprocess import list_images, load_batch
 from ..runtime.runner import Runner
 from ..runtime.torch_cuda_runner import TorchCudaRunner
 from ..runtime.torch_runner import TorchRunner
-from .common import parse_list, parse_size, positive_int, run_main
+from .common import classifier_from_args, parse_list, parse_size, positive_int, run_main
 
 EXAMPLES = """examples:
   crossformer-validate --model crossformer_s.onnx --weights crossformer-s.pth
@@ -104,10 +104,8 @@ def _model_and_info(args: argparse.Namespace) -> tuple[ModelInfo, CrossFormer]:
     """What is validated (an export's metadata, or with torch-cuda and no --model the checkpoint's, in fp16)
     and the PyTorch model it comes from."""
     if args.provider == "torch-cuda" and not args.model:
-        variant = args.variant or (None if args.weights else "s")
-        model = build_model(variant, args.weights)
-        return ModelInfo(variant=variant or model.cfg.name, mode="classifier", num_classes=model.num_classes,
-                         weights=weights_label(args.weights), precision="fp16"), model
+        model, info = classifier_from_args(args.variant, args.weights)
+        return dataclasses.replace(info, precision="fp16"), model
     if not args.model:
         raise UsageError("--model is required (or --provider torch-cuda with --variant / --weights)")
     if args.variant:
