@@ -63,7 +63,7 @@ def to_onnx(model: CrossFormer, info: ModelInfo, opset: int = DEFAULT_OPSET) -> 
     proto = onnx.load_from_string(buf.getvalue())
     cfg = model.cfg
     arch = {"embed_dim": cfg.embed_dim, "depths": list(cfg.depths), "num_heads": list(cfg.num_heads),
-            "group_size": cfg.group_size, "intervals": list(cfg.intervals)}
+            "group_sizes": list(cfg.group_sizes), "intervals": list(cfg.intervals), "family": cfg.family}
     props = {**info.to_props(), "dynamic_axes": json.dumps(axes), "version": __version__,
              "architecture": json.dumps(arch),
              "producer": f"crossformer-deploy {__version__} (torch {torch.__version__})"}

@@ -4,7 +4,7 @@ ONNX Runtime inlines model-local functions, so a graph whose attention was fused
 block still runs (and is checked numerically) on any ONNX Runtime build; the tensorrt target keeps
 the bare nodes for the plugin. The function body is the PyTorch reference (the model's own math)
 traced once per attribute set: one function *overload* per (mode, group size, interval, heads,
-scale), which ONNX (IR >= 10) and ONNX Runtime resolve per node.
+scale, family), which ONNX (IR >= 10) and ONNX Runtime resolve per node.
 """
 from __future__ import annotations
 
@@ -21,33 +21,36 @@ from crossformer_deploy.plugins.reference import crop_table
 
 DOMAIN = "crossformer"
 OP = "GroupedAttention"
-ATTRS = ("num_heads", "mode", "group_size", "interval", "scale", "plugin_namespace")
+ATTRS = ("num_heads", "mode", "group_size", "interval", "scale", "family", "plugin_namespace")
 
 
 class _Reference(torch.nn.Module):
     """qkv [B, H, W, 3C] + centred table [heads, TH, TW] -> [B, H, W, C], traceable at any size."""
 
-    def __init__(self, num_heads: int, mode: str, group_size: int, interval: int, scale: float):
+    def __init__(self, num_heads: int, mode: str, group_size: int, interval: int, scale: float, family: int):
         super().__init__()
         self.num_heads, self.lda, self.g, self.i, self.scale = num_heads, mode == "lda", group_size, interval, scale
+        self.pp = family == 1
 
     def forward(self, qkv: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         shape = torch._shape_as_tensor(qkv)
-        lay = group_layout(shape[1], shape[2], self.g, self.i, self.lda)
+        lay = group_layout(shape[1], shape[2], self.g, self.i, self.lda, self.pp)
         return grouped_attention(qkv, crop_table(table, lay.gh, lay.gw), lay, self.num_heads, self.scale)
 
 
 def overload_name(attrs: dict) -> str:
-    return (f"{attrs['mode']}_g{attrs['group_size']}_i{attrs['interval']}_h{attrs['num_heads']}"
+    pp = "_pp" if attrs.get("family", 0) == 1 else ""
+    return (f"{attrs['mode']}{pp}_g{attrs['group_size']}_i{attrs['interval']}_h{attrs['num_heads']}"
             f"_s{attrs['scale']:.8g}").replace(".", "p").replace("-", "m")
 
 
 def make_function(attrs: dict, opset: int = 17) -> onnx.FunctionProto:
     """Trace the reference for one attribute set into a FunctionProto (overload ``overload_name``)."""
     heads = attrs["num_heads"]
-    module = _Reference(heads, attrs["mode"], attrs["group_size"], attrs["interval"], attrs["scale"])
+    module = _Reference(heads, attrs["mode"], attrs["group_size"], attrs["interval"], attrs["scale"],
+                        attrs.get("family", 0))
     c = 32 * heads
-    qkv, table = torch.randn(1, 14, 14, 3 * c), torch.randn(heads, 31, 31)  # table fits any group of 14x14
+    qkv, table = torch.randn(1, 15, 15, 3 * c), torch.randn(heads, 31, 31)  # table fits any group of 15x15
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

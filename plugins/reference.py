@@ -15,6 +15,7 @@ from crossformer_deploy.model.attention import grouped_attention
 from crossformer_deploy.model.grouping import GroupLayout, group_layout
 
 MODES = ("sda", "lda")
+FAMILIES = (0, 1)  # the ``family`` attribute: 0 CrossFormer (ICLR 2022), 1 CrossFormer++ (TPAMI 2023)
 QKV_DTYPES = (torch.float32, torch.float16)
 
 
@@ -58,7 +59,7 @@ def crop_table(table: Tensor, gh, gw) -> Tensor:
 
 def check_inputs(qkv_shape: tuple[int, ...], qkv_dtype: torch.dtype, table_shape: tuple[int, ...],
                  table_dtype: torch.dtype, num_heads: int, mode: str, group_size: int,
-                 interval: int) -> GroupLayout:
+                 interval: int, family: int = 0) -> GroupLayout:
     """Validate the op's inputs/attributes (README "Schema") and return the layout (Python ints).
 
     qkv ``[B, H, W, 3C]``, table ``[heads, TH, TW]``. Raises ValueError / TypeError with the rule broken.
@@ -66,6 +67,8 @@ def check_inputs(qkv_shape: tuple[int, ...], qkv_dtype: torch.dtype, table_shape
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES} (0 CrossFormer, 1 CrossFormer++), got {family!r}")
     if group_size < 1 or interval < 1 or num_heads < 1:
         raise ValueError(f"group_size, interval and num_heads must be >= 1 (got {group_size}, {interval}, {num_heads})")
     if qkv_dtype not in QKV_DTYPES:
@@ -80,7 +83,7 @@ def check_inputs(qkv_shape: tuple[int, ...], qkv_dtype: torch.dtype, table_shape
                          f"num_heads={num_heads}")
     if len(table_shape) != 3 or table_shape[0] != num_heads:
         raise ValueError(f"table must be [num_heads={num_heads}, TH, TW], got {tuple(table_shape)}")
-    lay = group_layout(H, W, group_size, interval, mode == "lda")
+    lay = group_layout(H, W, group_size, interval, mode == "lda", pp=family == 1)
     _, th, tw = table_shape
     if th % 2 == 0 or tw % 2 == 0 or th < 2 * lay.gh - 1 or tw < 2 * lay.gw - 1:
         raise ValueError(f"table {th}x{tw} must have odd sizes >= {2 * lay.gh - 1}x{2 * lay.gw - 1} "
@@ -89,13 +92,13 @@ def check_inputs(qkv_shape: tuple[int, ...], qkv_dtype: torch.dtype, table_shape
 
 
 def grouped_attention_reference(qkv: Tensor, table: Tensor, num_heads: int, mode: str, group_size: int,
-                                interval: int, scale: float) -> Tensor:
+                                interval: int, scale: float, family: int = 0) -> Tensor:
     """The op's semantics: qkv ``[B, H, W, 3C]`` + centred table ``[heads, TH, TW]`` -> ``[B, H, W, C]``.
 
     Computes in qkv's dtype exactly as the model does. To judge an fp16 implementation, evaluate this
     on ``qkv.float()`` (CPU fp16 attention and the model's -1e6 key fill are not a precision reference).
     """
     lay = check_inputs(tuple(qkv.shape), qkv.dtype, tuple(table.shape), table.dtype, num_heads, mode,
-                       group_size, interval)
+                       group_size, interval, family)
     flat = crop_table(table, lay.gh, lay.gw)
     return grouped_attention(qkv, flat, lay, num_heads, scale)

@@ -57,13 +57,16 @@ class Attrs:
     group_size: int
     interval: int
     scale: float
+    family: int = 0  # 0 CrossFormer, 1 CrossFormer++ (the layout rule; plugins/README.md)
 
     @classmethod
-    def of(cls, num_heads: Any, mode: Any, group_size: Any, interval: Any, scale: Any) -> "Attrs":
+    def of(cls, num_heads: Any, mode: Any, group_size: Any, interval: Any, scale: Any, family: Any = 0) -> "Attrs":
         a = cls(_scalar(num_heads, int, "num_heads"), _text(mode), _scalar(group_size, int, "group_size"),
-                _scalar(interval, int, "interval"), _scalar(scale, float, "scale"))
+                _scalar(interval, int, "interval"), _scalar(scale, float, "scale"), _scalar(family, int, "family"))
         if a.mode not in ("sda", "lda"):
             raise ValueError(f"{PLUGIN_ID}: mode must be 'sda' or 'lda', got {a.mode!r}")
+        if a.family not in (0, 1):
+            raise ValueError(f"{PLUGIN_ID}: family must be 0 (CrossFormer) or 1 (CrossFormer++), got {a.family}")
         if min(a.num_heads, a.group_size, a.interval) < 1:
             raise ValueError(f"{PLUGIN_ID}: num_heads, group_size and interval must be >= 1, got "
                              f"{a.num_heads}, {a.group_size}, {a.interval}")
@@ -125,9 +128,9 @@ def _define(trtp: Any) -> None:
 
     @trtp.register(PLUGIN_ID)
     def describe(qkv: trtp.TensorDesc, table: trtp.TensorDesc, num_heads: IntAttr, mode: str, group_size: IntAttr,
-                 interval: IntAttr, scale: FloatAttr) -> trtp.TensorDesc:
+                 interval: IntAttr, scale: FloatAttr, family: IntAttr) -> trtp.TensorDesc:
         # [B, H, W, 3C] -> [B, H, W, C], qkv's dtype
-        Attrs.of(num_heads, mode, group_size, interval, scale)
+        Attrs.of(num_heads, mode, group_size, interval, scale, family)
         s = qkv.shape_expr
         return trtp.from_shape_expr((s[0], s[1], s[2], s[3] // 3), dtype=qkv.dtype)
 
@@ -138,9 +141,9 @@ def _define(trtp: Any) -> None:
 
     @trtp.aot_impl(PLUGIN_ID)
     def aot_impl(qkv: trtp.TensorDesc, table: trtp.TensorDesc, num_heads: IntAttr, mode: str, group_size: IntAttr,
-                 interval: IntAttr, scale: FloatAttr, outputs: tuple[trtp.TensorDesc],
+                 interval: IntAttr, scale: FloatAttr, family: IntAttr, outputs: tuple[trtp.TensorDesc],
                  tactic: int) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymIntExprs]:
-        a = Attrs.of(num_heads, mode, group_size, interval, scale)
+        a = Attrs.of(num_heads, mode, group_size, interval, scale, family)
         B, H, W, C3 = qkv.shape_expr
         # heads and head_dim are compile-time constants of the kernel: the channel dim must be static
         if not C3.is_constant:
@@ -193,7 +196,7 @@ def launch_args(kernel: AotKernel, a: Attrs, B: Any, H: Any, W: Any, TH: Any, TW
     from . import triton_kernel as tk
 
     ops = ops or tk.INT_OPS
-    lay = tk.layout_scalars(H, W, a.group_size, a.interval, a.mode == "lda", ops=ops)
+    lay = tk.layout_scalars(H, W, a.group_size, a.interval, a.mode == "lda", pp=a.family == 1, ops=ops)
     scalars = dict(lay, H=H, W=W, TH=TH, TW=TW)
     grid = (B * lay["nh"] * lay["nw"], a.num_heads, ops.cdiv(lay["gh"] * lay["gw"], kernel.block_m))
     return grid, [scalars[n] for n in tk.SCALAR_ARGS]

@@ -19,8 +19,9 @@ from .reference import centred_table
 class FusedAttention(nn.Module):
     """qkv projection -> fused grouped attention (Triton) -> output projection, on [B, H, W, C] maps."""
 
-    def __init__(self, attn: Attention, group_size: int, interval: int, lda: bool):
+    def __init__(self, attn: Attention, group_size: int, interval: int, lda: bool, pp: bool = False):
         super().__init__()
+        self.family = int(pp)
         self.qkv, self.proj, self.pos = attn.qkv, attn.proj, attn.pos
         self.num_heads, self.scale = attn.num_heads, attn.scale
         self.group_size, self.interval, self.mode = group_size, interval, "lda" if lda else "sda"
@@ -47,7 +48,7 @@ class FusedAttention(nn.Module):
 
         qkv = self.qkv(x)
         out = grouped_attention_triton(qkv, self.table(int(lay.gh), int(lay.gw)), self.num_heads, self.mode,
-                                       self.group_size, self.interval, self.scale)
+                                       self.group_size, self.interval, self.scale, self.family)
         return self.proj(out)
 
 
@@ -58,7 +59,7 @@ def fuse_attention(model: nn.Module) -> nn.Module:
     n = 0
     for block in model.modules():
         if isinstance(block, CrossFormerBlock) and isinstance(block.attn, Attention):
-            block.attn = FusedAttention(block.attn, block.group_size, block.interval, block.lda)
+            block.attn = FusedAttention(block.attn, block.group_size, block.interval, block.lda, block.pp)
             n += 1
     if n == 0:
         raise ValueError("fuse_attention: no CrossFormer block with a plain Attention in this model")

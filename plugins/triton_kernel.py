@@ -36,9 +36,9 @@ TRITON_MISSING = ("crossformer_deploy.plugins.triton_kernel needs OpenAI Triton 
 INT_OPS = SimpleNamespace(min=builtins.min, max=builtins.max, cdiv=lambda a, b: -(-a // b))
 
 
-def layout_scalars(H: Any, W: Any, group_size: int, interval: int, lda: bool,
+def layout_scalars(H: Any, W: Any, group_size: int, interval: int, lda: bool, pp: bool = False,
                    ops: SimpleNamespace = INT_OPS) -> dict[str, Any]:
-    """The kernel's layout arguments (gh, gw, nh, nw, s_out, s_in) for an H x W map.
+    """The kernel's layout arguments (gh, gw, nh, nw, s) for an H x W map (``pp``: CrossFormer++).
 
     Same rule as ``model.grouping.group_layout`` (checked against it by the tests), written once for
     Python ints and for TensorRT's symbolic shape expressions: no branches on H, W; a selection is
@@ -47,17 +47,15 @@ def layout_scalars(H: Any, W: Any, group_size: int, interval: int, lda: bool,
     """
     G, iv = group_size, interval
     mn = ops.min(H, W)
-    g = ops.min(mn, G)  # SDA group size, shrunk on small maps
-    if not lda:
-        Hp, Wp = ops.cdiv(H, g) * g, ops.cdiv(W, g) * g
-        return dict(gh=g, gw=g, nh=Hp // g, nw=Wp // g, s_out=g, s_in=1)
-    small = mn < G + 1  # 0/1: the small-map rule turns this LDA block into SDA
+    small = mn < G + 1  # 0/1: the small-map rule (an LDA block runs SDA)
     big = ops.min(ops.max(mn, G) - G, 1)  # 1 - small, with no symbolic right operand and nothing negative
-    div = small * g + big * iv
-    Hp, Wp = ops.cdiv(H, div) * div, ops.cdiv(W, div) * div
-    gh = small * g + big * (Hp // iv)
-    gw = small * g + big * (Wp // iv)
-    return dict(gh=gh, gw=gw, nh=Hp // gh, nw=Wp // gw, s_out=small * g + big, s_in=small + big * iv)
+    s = small + big * iv if lda else 1
+    if pp:  # G x G groups; a small map is one H x W group
+        gh, gw = small * H + big * G, small * W + big * G
+    else:  # LDA groups span the map; SDA groups shrink to min(H, W) on small maps
+        g = ops.min(mn, G)
+        gh, gw = (small * g + big * ops.cdiv(H, iv), small * g + big * ops.cdiv(W, iv)) if lda else (g, g)
+    return dict(gh=gh, gw=gw, nh=ops.cdiv(H, gh * s) * s, nw=ops.cdiv(W, gw * s) * s, s=s)
 
 
 def block_sizes(n_tokens: int) -> tuple[int, int]:
@@ -72,7 +70,7 @@ if triton is not None:
     @triton.jit
     def grouped_attention_kernel(
         qkv_ptr, table_ptr,  # inputs
-        H, W, gh, gw, nh, nw, s_out, s_in, TH, TW,  # int32 scalars (TensorRT: "extra args")
+        H, W, gh, gw, nh, nw, s, TH, TW,  # int32 scalars (TensorRT: "extra args")
         out_ptr,  # output
         NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, SCALE: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -84,8 +82,10 @@ if triton is not None:
         pid_m = tl.program_id(2)
         b = pid_bg // (nh * nw)
         g = pid_bg % (nh * nw)
-        row0 = (g // nw) * s_out  # top-left member of this group
-        col0 = (g % nw) * s_out
+        gi = g // nw
+        gj = g % nw
+        row0 = (gi // s) * gh * s + gi % s  # top-left member of this group (model/grouping.py)
+        col0 = (gj // s) * gw * s + gj % s
         n_tok = gh * gw
         # int64 for the image offset: B * H * W * 3C can pass 2**31 at large batch sizes
         qkv_img = qkv_ptr + b.to(tl.int64) * H * W * (3 * C) + head * HEAD_DIM
@@ -97,8 +97,8 @@ if triton is not None:
         m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # query members
         a_q = m // gw
         c_q = m % gw
-        r_q = row0 + a_q * s_in
-        w_q = col0 + c_q * s_in
+        r_q = row0 + a_q * s
+        w_q = col0 + c_q * s
         q_ok = (m < n_tok) & (r_q < H) & (w_q < W)  # padded queries are computed on zeros, never written
         # Rows whose bias may be read. A table too small for this group (an engine profile sized wrong)
         # is never read out of bounds: its bias is NaN instead, so the output is loudly wrong.
@@ -113,30 +113,31 @@ if triton is not None:
             n = start_n + tl.arange(0, BLOCK_N)  # key members
             a_k = n // gw
             c_k = n % gw
-            r_k = row0 + a_k * s_in
-            w_k = col0 + c_k * s_in
+            r_k = row0 + a_k * s
+            w_k = col0 + c_k * s
             k_ok = (n < n_tok) & (r_k < H) & (w_k < W)
             kv = qkv_img + (r_k * W + w_k)[:, None] * (3 * C) + d[None, :]
             kv_mask = k_ok[:, None] & d_ok[None, :]
             k = tl.load(kv + C, mask=kv_mask, other=0.0)
             v = tl.load(kv + 2 * C, mask=kv_mask, other=0.0)
             # fp32 scores; "ieee" keeps fp32 inputs out of TF32 (the 1e-5 bar), fp16 uses tensor cores anyway
-            s = tl.dot(q, tl.trans(k), input_precision="ieee")
+            logit = tl.dot(q, tl.trans(k), input_precision="ieee")
             # DPB bias at offset (a_q - a_k, c_q - c_k); only in-group pairs are read, never the table's padding
             # (NaN where not read: such pairs are padded keys, masked below, or rows never written)
             bias = tl.load(tab + (a_q[:, None] - a_k[None, :]) * TW + (c_q[:, None] - c_k[None, :]),
                            mask=bias_rows[:, None] & (n < n_tok)[None, :], other=float("nan")).to(tl.float32)
-            s = (s * SCALE + bias) * LOG2E
-            s = tl.where(k_ok[None, :], s, float("-inf"))  # padded keys leave the softmax
-            m_new = tl.maximum(m_i, tl.max(s, 1))
+            logit = (logit * SCALE + bias) * LOG2E
+            logit = tl.where(k_ok[None, :], logit, float("-inf"))  # padded keys leave the softmax
+            m_new = tl.maximum(m_i, tl.max(logit, 1))
             # a block of padding only (possible in LDA) keeps m at -inf: shift by 0 to avoid inf - inf
             m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
             alpha = tl.exp2(m_i - m_shift)
-            p = tl.exp2(s - m_shift[:, None])
+            p = tl.exp2(logit - m_shift[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
             m_i = m_new
-        # every group holds at least one real token, so l_i > 0 on every row
+        # l_i > 0 on every row of a group holding a real token; a group of padding only (CrossFormer++ LDA
+        # on odd maps) gives 0/0 here, on rows that q_ok never lets be written
         out = acc / l_i[:, None]
         tl.store(out_img + tok_q[:, None] * C + d[None, :], out.to(out_ptr.dtype.element_ty),
                  mask=q_ok[:, None] & d_ok[None, :])
@@ -148,7 +149,7 @@ def _require_triton() -> None:
 
 
 def grouped_attention_triton(qkv: Tensor, table: Tensor, num_heads: int, mode: str, group_size: int,
-                             interval: int, scale: float, *, block_m: int | None = None,
+                             interval: int, scale: float, family: int = 0, *, block_m: int | None = None,
                              block_n: int | None = None, num_warps: int = 4, out: Tensor | None = None) -> Tensor:
     """Run the kernel: qkv ``[B, H, W, 3C]`` (fp32/fp16), centred table ``[heads, TH, TW]`` -> ``[B, H, W, C]``.
 
@@ -158,7 +159,7 @@ def grouped_attention_triton(qkv: Tensor, table: Tensor, num_heads: int, mode: s
     """
     _require_triton()
     lay = check_inputs(tuple(qkv.shape), qkv.dtype, tuple(table.shape), table.dtype, num_heads, mode,
-                       group_size, interval)
+                       group_size, interval, family)
     interpret = type(grouped_attention_kernel).__name__ == "InterpretedFunction"
     if qkv.device.type != "cuda" and not interpret:
         raise RuntimeError("the Triton kernel needs CUDA tensors, or TRITON_INTERPRET=1 set before importing "
@@ -166,18 +167,18 @@ def grouped_attention_triton(qkv: Tensor, table: Tensor, num_heads: int, mode: s
     qkv, table = qkv.contiguous(), table.contiguous()
     B, H, W, C3 = qkv.shape
     head_dim = C3 // 3 // num_heads
-    sc = layout_scalars(H, W, group_size, interval, mode == "lda")
+    sc = layout_scalars(H, W, group_size, interval, mode == "lda", pp=family == 1)
     n_tok = sc["gh"] * sc["gw"]
     bm, bn = block_sizes(n_tok)
     bm, bn = block_m or bm, block_n or bn
-    assert (sc["gh"], sc["gw"]) == (lay.gh, lay.gw)  # the kernel's layout is the model's
+    assert (sc["gh"], sc["gw"], sc["s"]) == (lay.gh, lay.gw, lay.s)  # the kernel's layout is the model's
     if out is None:
         out = qkv.new_empty(B, H, W, C3 // 3)
     elif out.shape != (B, H, W, C3 // 3) or out.dtype != qkv.dtype or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous {qkv.dtype} tensor of shape {(B, H, W, C3 // 3)}")
     grid = (B * sc["nh"] * sc["nw"], num_heads, triton.cdiv(n_tok, bm))
     grouped_attention_kernel[grid](
-        qkv, table, H, W, sc["gh"], sc["gw"], sc["nh"], sc["nw"], sc["s_out"], sc["s_in"],
+        qkv, table, H, W, sc["gh"], sc["gw"], sc["nh"], sc["nw"], sc["s"],
         table.shape[1], table.shape[2], out,
         NUM_HEADS=num_heads, HEAD_DIM=head_dim, SCALE=float(scale),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=builtins.max(16, triton.next_power_of_2(head_dim)),
@@ -188,7 +189,7 @@ def grouped_attention_triton(qkv: Tensor, table: Tensor, num_heads: int, mode: s
 
 _TRITON_DTYPE = {torch.float32: "fp32", torch.float16: "fp16"}
 # The kernel's int32 scalar arguments, in order (TensorRT passes them as the AOT plugin's extra args).
-SCALAR_ARGS = ("H", "W", "gh", "gw", "nh", "nw", "s_out", "s_in", "TH", "TW")
+SCALAR_ARGS = ("H", "W", "gh", "gw", "nh", "nw", "s", "TH", "TW")
 
 
 def aot_ptx_version(arch: int) -> int:

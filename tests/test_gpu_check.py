@@ -40,8 +40,8 @@ def test_launch_plan_is_what_tensorrt_passes(sm90, case, dtype):
         plan = gc.launch_plan(case, qkv_dt, torch.float32, tactic)
         _, th, tw = gc.table_shape(case)
         assert plan.args == [("ptr", "qkv"), ("ptr", "table"),
-                             *[("i32", v) for v in (case.H, case.W, lay.gh, lay.gw, lay.nh, lay.nw, lay.s_out,
-                                                    lay.s_in, th, tw)], ("ptr", "out")]
+                             *[("i32", v) for v in (case.H, case.W, lay.gh, lay.gw, lay.nh, lay.nw, lay.s, th,
+                                                    tw)], ("ptr", "out")]
         assert plan.grid == (case.B * lay.nh * lay.nw, case.heads, -(-lay.gh * lay.gw // block_m))
         assert plan.block[0] % 32 == 0 and 0 < plan.shared_mem <= 48 * 1024
         params = entry_params(plan.ptx, plan.name)

@@ -29,9 +29,10 @@ from crossformer_deploy.plugins.reference import (
 FP32_TOL = 1e-5
 FP16_TOL = 2e-3
 
-# name: (B, H, W, heads, head_dim, mode, G, I, dtype, table_dtype, table_pad, block)
+# name: (B, H, W, heads, head_dim, mode, G, I, dtype, table_dtype, table_pad, block[, family])
 # table_pad: extra rows/cols on each side of the exact-size table (NaN-filled: must never be read);
-# block: BLOCK_M = BLOCK_N forced small so that N spans several key blocks (None: the launcher's choice).
+# block: BLOCK_M = BLOCK_N forced small so that N spans several key blocks (None: the launcher's choice);
+# family: 1 for CrossFormer++'s layout (G x G groups, LDA regions of G*I; a small map is one H x W group).
 CASES = {
     "lda_pad_4x5": (1, 13, 19, 2, 8, "lda", 7, 4, "fp32", "fp32", 0, 16),
     "lda_pad_4x5_b2_fp16_bigtable": (2, 13, 19, 2, 8, "lda", 7, 4, "fp16", "fp32", 2, 16),
@@ -46,19 +47,30 @@ CASES = {
     "lda_i1_full_8x10_N80": (1, 8, 10, 2, 8, "lda", 7, 1, "fp32", "fp32", 0, None),
     "lda_i1_full_8x10_N80_fp16": (1, 8, 10, 2, 8, "lda", 7, 1, "fp16", "fp32", 2, None),
     "sda_head_dim_12": (1, 10, 8, 2, 12, "sda", 7, 4, "fp32", "fp32", 0, 16),
+    # CrossFormer++: 13x19 pads to 16x24, regions of 8, stride 2
+    "pp_lda_pad_g4_i2": (1, 13, 19, 2, 8, "lda", 4, 2, "fp32", "fp32", 0, 16, 1),
+    "pp_lda_pad_g4_i2_fp16_bigtable": (2, 13, 19, 2, 8, "lda", 4, 2, "fp16", "fp32", 2, None, 1),
+    # 17x9 at G 4, I 4: rows pad to 32, so groups of region 2 starting at rows 17-19 are all padding
+    "pp_lda_allpad_groups_17x9": (1, 17, 9, 2, 8, "lda", 4, 4, "fp32", "fp32", 0, 16, 1),
+    "pp_lda_g7_i8_15x22": (1, 15, 22, 1, 16, "lda", 7, 8, "fp32", "fp32", 1, None, 1),
+    "pp_sda_pad_9x20_g4": (2, 9, 20, 2, 8, "sda", 4, 2, "fp32", "fp32", 0, None, 1),
+    # min(H, W) <= G: one 6x10 group (N = 60, several key blocks), in an LDA block too
+    "pp_small_one_group_6x10": (1, 6, 10, 2, 8, "lda", 14, 1, "fp32", "fp32", 1, 16, 1),
+    "pp_small_one_group_6x10_fp16": (1, 6, 10, 2, 8, "sda", 7, 1, "fp16", "fp16", 0, None, 1),
 }
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
 def _case_inputs(case):
-    B, H, W, heads, hd, mode, G, iv, dt, tdt, pad, _ = case
-    lay = group_layout(H, W, G, iv, mode == "lda")
+    B, H, W, heads, hd, mode, G, iv, dt, tdt, pad, _, *family = case
+    family = family[0] if family else 0
+    lay = group_layout(H, W, G, iv, mode == "lda", pp=family == 1)
     gen = torch.Generator().manual_seed(H * 1000 + W * 10 + heads)
     qkv = torch.randn(B, H, W, 3 * heads * hd, generator=gen).to(DTYPES[dt])
     table = torch.randn(heads, 2 * lay.gh - 1, 2 * lay.gw - 1, generator=gen).to(DTYPES[tdt])
     if pad:
         table = pad_table(table, table.shape[1] + 2 * pad, table.shape[2] + 2 * pad)
-    return qkv, table, (heads, mode, G, iv, hd**-0.5)
+    return qkv, table, (heads, mode, G, iv, hd**-0.5, family)
 
 
 def _worker() -> None:
@@ -72,7 +84,7 @@ def _worker() -> None:
         qkv, table, attrs = _case_inputs(case)
         # fp32 reference on exactly the (rounded) inputs the kernel sees
         ref = grouped_attention_reference(qkv.float(), table.float(), *attrs)
-        out = tk.grouped_attention_triton(qkv, table, *attrs, block_m=case[-1], block_n=case[-1])
+        out = tk.grouped_attention_triton(qkv, table, *attrs, block_m=case[11], block_n=case[11])
         results[name] = {"max_abs": (out.float() - ref).abs().max().item(), "dtype": str(out.dtype),
                          "shape": list(out.shape)}
     # a table smaller than the group needs, passed straight to the kernel (the launcher would refuse it):
@@ -81,7 +93,7 @@ def _worker() -> None:
     sc = tk.layout_scalars(13, 19, 7, 4, True)
     out = torch.zeros(1, 13, 19, 16)
     tk.grouped_attention_kernel[(sc["nh"] * sc["nw"], 2, 2)](
-        qkv, table[:, 1:-1, 1:-1].contiguous(), 13, 19, *(sc[k] for k in ("gh", "gw", "nh", "nw", "s_out", "s_in")),
+        qkv, table[:, 1:-1, 1:-1].contiguous(), 13, 19, *(sc[k] for k in ("gh", "gw", "nh", "nw", "s")),
         5, 7, out, NUM_HEADS=2, HEAD_DIM=8, SCALE=0.3, BLOCK_M=16, BLOCK_N=16, BLOCK_D=16)
     results["_small_table_all_nan"] = bool(out.isnan().all())
     print(json.dumps(results))
@@ -113,20 +125,22 @@ def test_triton_kernel_too_small_table_gives_nan(kernel_results):
 
 # --- reference vs the model ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("H,W,mode,iv", [(13, 19, "lda", 4), (9, 16, "sda", 8), (5, 9, "lda", 4), (7, 9, "lda", 1),
-                                        (16, 16, "lda", 2), (3, 3, "sda", 8)])
-def test_reference_is_the_model_exactly(H, W, mode, iv):
+@pytest.mark.parametrize("H,W,mode,G,iv,family", [
+    (13, 19, "lda", 7, 4, 0), (9, 16, "sda", 7, 8, 0), (5, 9, "lda", 7, 4, 0), (7, 9, "lda", 7, 1, 0),
+    (16, 16, "lda", 7, 2, 0), (3, 3, "sda", 7, 8, 0),
+    (13, 19, "lda", 4, 2, 1), (17, 9, "lda", 4, 4, 1), (9, 20, "sda", 4, 2, 1), (6, 10, "lda", 14, 1, 1)])
+def test_reference_is_the_model_exactly(H, W, mode, G, iv, family):
     torch.manual_seed(0)
     heads, hd = 3, 4
     pos = DynamicPosBias(48, heads)  # 48 // 16 = 3 hidden units
-    lay = group_layout(H, W, 7, iv, mode == "lda")
+    lay = group_layout(H, W, G, iv, mode == "lda", pp=family == 1)
     flat = pos.table(lay.gh, lay.gw).detach()
     qkv = torch.randn(2, H, W, 3 * heads * hd)
     expected = grouped_attention(qkv, flat, lay, heads, hd**-0.5)
     exact = centred_table(flat, lay.gh, lay.gw)
-    assert torch.equal(grouped_attention_reference(qkv, exact, heads, mode, 7, iv, hd**-0.5), expected)
+    assert torch.equal(grouped_attention_reference(qkv, exact, heads, mode, G, iv, hd**-0.5, family), expected)
     big = pad_table(exact, exact.shape[1] + 4, exact.shape[2] + 2)  # NaN padding: must never be read
-    assert torch.equal(grouped_attention_reference(qkv, big, heads, mode, 7, iv, hd**-0.5), expected)
+    assert torch.equal(grouped_attention_reference(qkv, big, heads, mode, G, iv, hd**-0.5, family), expected)
 
 
 def test_centred_table_convention():
@@ -205,15 +219,16 @@ SYM_OPS = types.SimpleNamespace(min=_sym_op(min), max=_sym_op(max), cdiv=_sym_op
 def test_layout_scalars_match_group_layout():
     from crossformer_deploy.plugins.triton_kernel import layout_scalars
 
-    for G, iv in [(7, 8), (7, 4), (7, 2), (7, 1), (3, 2)]:
+    for pp, G, iv in [(False, 7, 8), (False, 7, 4), (False, 7, 2), (False, 7, 1), (False, 3, 2), (True, 4, 4),
+                      (True, 4, 2), (True, 14, 1), (True, 7, 8), (True, 3, 2)]:
         for lda in (False, True):
             for H in range(1, 27):
                 for W in range(1, 27, 3):
-                    lay = group_layout(H, W, G, iv, lda)
-                    want = dict(gh=lay.gh, gw=lay.gw, nh=lay.nh, nw=lay.nw, s_out=lay.s_out, s_in=lay.s_in)
-                    assert layout_scalars(H, W, G, iv, lda) == want, (H, W, G, iv, lda)
-                    sym = layout_scalars(StrictSym(H), StrictSym(W), G, iv, lda, ops=SYM_OPS)
-                    assert {k: _v(v) for k, v in sym.items()} == want, (H, W, G, iv, lda)
+                    lay = group_layout(H, W, G, iv, lda, pp)
+                    want = dict(gh=lay.gh, gw=lay.gw, nh=lay.nh, nw=lay.nw, s=lay.s)
+                    assert layout_scalars(H, W, G, iv, lda, pp) == want, (H, W, G, iv, lda, pp)
+                    sym = layout_scalars(StrictSym(H), StrictSym(W), G, iv, lda, pp, ops=SYM_OPS)
+                    assert {k: _v(v) for k, v in sym.items()} == want, (H, W, G, iv, lda, pp)
 
 
 # --- TensorRT ------------------------------------------------------------------------------------------

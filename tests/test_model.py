@@ -47,6 +47,6 @@ def test_group_ungroup_roundtrip(h, w, lda, interval):
 
 def test_small_map_rule():
     lay = group_layout(7, 9, 7, 1, lda=True)  # stage 4 at 224x288: LDA becomes 7x7 SDA
-    assert (lay.gh, lay.gw, lay.nh, lay.nw, lay.s_in) == (7, 7, 1, 2, 1)
+    assert (lay.gh, lay.gw, lay.nh, lay.nw, lay.s) == (7, 7, 1, 2, 1)
     lay = group_layout(16, 24, 7, 4, lda=True)
-    assert (lay.gh, lay.gw, lay.nh, lay.nw, lay.s_out, lay.s_in) == (4, 6, 4, 4, 1, 4)
+    assert (lay.gh, lay.gw, lay.nh, lay.nw, lay.s) == (4, 6, 4, 4, 4)

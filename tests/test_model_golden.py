@@ -21,7 +21,7 @@ EPS = torch.finfo(torch.float32).eps
 # stage 4 and 700-2800x in the padded LDA blocks (it moves stage 1 by 1e-7 of its scale, invisible to
 # any float bound, and blk_15x22_i8 not at all); LDA grouped as SDA exceeds it 50x or more everywhere.
 def k_model(cfg, stage: int, head: bool = False) -> float:
-    hidden = int(cfg.mlp_ratio * cfg.stage_dim(stage))
+    hidden = int(max(cfg.mlp_ratios[:stage + 1]) * cfg.stage_dim(stage))
     sublayers = sum(2 * d + 1 for d in cfg.depths[:stage + 1]) + head
     return EPS * math.sqrt(hidden) * sublayers
 

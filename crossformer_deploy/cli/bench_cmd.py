@@ -10,6 +10,7 @@ import sys
 from .. import bench
 from ..errors import UsageError
 from ..fileio import check_output_path, write_bytes_atomic
+from ..model.config import VARIANT_CHOICES
 from .common import default_variant, parse_list, parse_size, positive_int, run_main
 
 PROVIDER_BACKENDS = {"cpu": [b for b in bench.BACKENDS if b not in ("tensorrt", "torch-cuda")],
@@ -31,7 +32,7 @@ that cannot be built (a missing package, a pass not written yet) is skipped with
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crossformer-bench", description=__doc__.split(":", 1)[1].strip(),
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variant", choices=["t", "s", "b", "l", "tiny"],
+    p.add_argument("--variant", choices=VARIANT_CHOICES,
                    help="architecture (default: read from --weights, else s)")
     p.add_argument("--weights", help="checkpoint (default: random weights, seed 0: speed does not depend on them)")
     p.add_argument("--sizes", default="224", help="comma list of N or HxW (default 224)")

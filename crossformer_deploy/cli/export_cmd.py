@@ -12,6 +12,7 @@ from ..export.metadata import ModelInfo
 from ..export.onnx_export import DEFAULT_OPSET, save_onnx, to_onnx
 from ..export.pipeline import TARGETS, run_pipeline
 from ..fileio import check_output_path, check_writable_dir
+from ..model.config import VARIANT_CHOICES
 from ..model.factory import build_model, weights_label
 from .common import Steps, default_variant, parse_size, positive_int, run_main
 
@@ -38,7 +39,7 @@ VNNI; symmetric (full 8-bit weights) for --target tensorrt, whose int8 sums cann
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crossformer-export", description=__doc__.split(":", 1)[1].strip(),
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variant", choices=["t", "s", "b", "l", "tiny"],
+    p.add_argument("--variant", choices=VARIANT_CHOICES,
                    help="architecture (default: read from --weights, else s)")
     p.add_argument("--weights", help="checkpoint (.pth release/mmdet layout or .safetensors); "
                    "without it the weights are random (seed --seed)")

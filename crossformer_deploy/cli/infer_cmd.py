@@ -9,6 +9,7 @@ import sys
 from ..cache import cache_dir
 from ..errors import ImageError, UsageError
 from ..export.metadata import ModelInfo
+from ..model.config import VARIANT_CHOICES
 from ..runtime.classify import classify
 from ..runtime.open import open_runner, read_model_info
 from ..runtime.preprocess import list_images
@@ -43,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
     src = p.add_argument_group("model (one of)")
     src.add_argument("--model", help="an exported model: .onnx (ONNX Runtime / OpenVINO) or .plan (TensorRT)")
-    src.add_argument("--variant", choices=["t", "s", "b", "l", "tiny"], help="export this variant (default s)")
+    src.add_argument("--variant", choices=VARIANT_CHOICES, help="export this variant (default s)")
     src.add_argument("--weights", help="checkpoint to export (.pth / .safetensors)")
     p.add_argument("--provider", choices=["cpu", "cuda", "tensorrt", "openvino", "torch-cuda"], default="cpu",
                    help="ONNX execution backend (default cpu); torch-cuda: the checkpoint in PyTorch on a GPU")

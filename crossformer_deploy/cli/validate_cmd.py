@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import UsageError
 from ..export.metadata import ModelInfo
 from ..export.precision import schemes
+from ..model.config import VARIANT_CHOICES
 from ..model.crossformer import CrossFormer
 from ..model.factory import model_from_label
 from ..runtime.classify import fill_batch
@@ -39,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crossformer-validate", description=__doc__.split(":", 1)[1].strip(),
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="exported model (.onnx or .plan); with --provider torch-cuda, optional")
-    p.add_argument("--variant", choices=["t", "s", "b", "l", "tiny"],
+    p.add_argument("--variant", choices=VARIANT_CHOICES,
                    help="with --provider torch-cuda and no --model: the architecture (default: read from --weights, "
                    "else s)")
     p.add_argument("--weights", help="the checkpoint the model was exported from (not needed for random weights)")

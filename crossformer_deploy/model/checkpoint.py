@@ -5,6 +5,11 @@ Layouts accepted: ImageNet releases ``{"model": sd}``; mmdet/mmseg ``{"state_dic
 ``.safetensors``; the authors' training layout (weights next to optimizer, scheduler and a yacs config).
 Derived buffers (``attn.biases``, ``attn.relative_position_index``) are dropped. Pickles are read by
 ``safe_pickle``: data only, never the checkpoint's code.
+
+The family shows in the keys (CrossFormer++ blocks carry ``ex_conv`` / ``ex_ln``), the variant in the
+shapes. Group sizes and intervals leave no trace: a CrossFormer++ checkpoint with a classifier head is
+taken with its classifier's (pp-s/b/l/h), a backbone-only one with pp-S's shapes as pp-s2 (the
+authors' detection and segmentation configs all build that backbone); ``--variant`` overrides.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import torch
 
 from ..errors import CheckpointError, first_line
 from . import safe_pickle
-from .config import TINY, VARIANTS, CrossFormerConfig
+from .config import TINIES, VARIANTS, CrossFormerConfig
 
 DERIVED = ("attn.biases", "attn.relative_position_index", "attn_mask")
 HEAD_KEYS = ("norm.weight", "norm.bias", "head.weight", "head.bias")
@@ -71,6 +76,12 @@ def _count(sd: dict, pattern: str) -> int:
     return len({m.group(1) for k in sd if (m := rx.match(k))})
 
 
+def _first(sd: dict, pattern: str) -> torch.Tensor:
+    """The first tensor whose key matches (a missing block's key is reported by load_weights, not here)."""
+    rx = re.compile(pattern)
+    return sd[next(k for k in sorted(sd) if rx.match(k))]
+
+
 def infer_config(sd: dict[str, torch.Tensor]) -> tuple[CrossFormerConfig, int | None]:
     """(architecture, class count or None for a backbone checkpoint) read off the tensor shapes."""
     try:
@@ -84,20 +95,30 @@ def infer_config(sd: dict[str, torch.Tensor]) -> tuple[CrossFormerConfig, int | 
             tuple(sd[f"layers.{i}.downsample.reductions.{k}.weight"].shape[-1]
                   for k in range(_count(sd, rf"layers\.{i}\.downsample\.reductions\.(\d+)\.")))
             for i in range(n_stages - 1))
-        mlp_ratio = sd["layers.0.blocks.0.mlp.fc1.weight"].shape[0] / embed_dim
-    except (KeyError, IndexError):
+        mlp_ratios = tuple(_first(sd, rf"layers\.{i}\.blocks\.\d+\.mlp\.fc1\.weight$").shape[0] / (embed_dim * 2**i)
+                           for i in range(n_stages))
+    except (KeyError, IndexError, StopIteration):
         some = ", ".join(sorted(sd)[:3])
         raise CheckpointError(f"not a CrossFormer checkpoint (keys start {some} ...)") from None
-    cfg = CrossFormerConfig(embed_dim, depths, heads, patch_sizes=patch_sizes, merge_sizes=merges,
-                            mlp_ratio=mlp_ratio)
-    cfg = next((v for v in (*VARIANTS.values(), TINY) if v == cfg), cfg)  # names do not take part in ==
     num_classes = sd["head.weight"].shape[0] if "head.weight" in sd else None
-    return cfg, num_classes
+    pp = any(".ex_conv." in k for k in sd)
+    family = dict(group_sizes=(4, 4, 14, 7)[:n_stages], intervals=(4, 2, 1, 1)[:n_stages],
+                  family="crossformer++") if pp else {}
+    try:
+        cfg = CrossFormerConfig(embed_dim, depths, heads, patch_sizes=patch_sizes, merge_sizes=merges,
+                                mlp_ratios=mlp_ratios, **family)
+    except ValueError as e:
+        raise CheckpointError(f"not a CrossFormer checkpoint ({first_line(e)})") from None
+    known = [v for v in (*VARIANTS.values(), *TINIES.values()) if v.same_tensors(cfg)]
+    if num_classes is None:  # a backbone: the detection variant where one shares the shapes (pp-s2)
+        known.sort(key=lambda v: not v.name.endswith("2"))
+    else:
+        known = [v for v in known if not v.name.endswith("2")]
+    return (known[0] if known else cfg), num_classes
 
 
 def describe(cfg: CrossFormerConfig) -> str:
-    label = f"CrossFormer-{cfg.name.upper()}" if cfg.name in VARIANTS else f"CrossFormer ({cfg.name})"
-    return (f"{label} (embed {cfg.embed_dim}, depths {','.join(map(str, cfg.depths))}, "
+    return (f"{cfg.label} (embed {cfg.embed_dim}, depths {','.join(map(str, cfg.depths))}, "
             f"heads {','.join(map(str, cfg.num_heads))})")
 
 

@@ -1,31 +1,75 @@
-"""CrossFormer variant configurations (Wang et al., ICLR 2022, Table 1)."""
+"""CrossFormer and CrossFormer++ variant configurations.
+
+CrossFormer: Wang et al., ICLR 2022, Table 1. CrossFormer++: Wang et al., TPAMI 2023, as the authors'
+main branch builds it (configs/crossformer_pp/*.yaml; the S2 detection backbone of
+detection/crossformer_factory.py).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
 class CrossFormerConfig:
-    """Architecture hyper-parameters; the four published variants are in ``VARIANTS``."""
+    """Architecture hyper-parameters; the published variants are in ``VARIANTS``.
+
+    ``family`` decides two rules of the grouping (model/grouping.py) and one layer:
+      "crossformer"    LDA groups are ceil(map / I) tokens a side (one region); a map with
+                       min(H, W) <= G runs SDA with min(H, W) x min(H, W) groups;
+      "crossformer++"  groups are G x G in SDA and LDA (LDA pads to a multiple of G * I); a map with
+                       min(H, W) <= G is one H x W group; an amplitude cooling layer (depthwise 3x3
+                       conv + LayerNorm, keys ``ex_conv`` / ``ex_ln``) follows block j of a stage when
+                       (j + 1) % 3 == 0 and j < depth - 1.
+    ``group_sizes`` and ``mlp_ratios`` are per stage (an int or a float is repeated).
+    """
 
     embed_dim: int
     depths: tuple[int, ...]
     num_heads: tuple[int, ...]
-    group_size: int = 7
+    group_sizes: tuple[int, ...] | int = 7
     intervals: tuple[int, ...] = (8, 4, 2, 1)
     patch_sizes: tuple[int, ...] = (4, 8, 16, 32)
     merge_sizes: tuple[tuple[int, ...], ...] = ((2, 4), (2, 4), (2, 4))
-    mlp_ratio: float = 4.0
+    mlp_ratios: tuple[float, ...] | float = 4.0
     in_chans: int = 3
+    family: str = "crossformer"
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.depths)
-        if len(self.num_heads) != n or len(self.intervals) != n or len(self.merge_sizes) != n - 1:
-            raise ValueError(f"{self.name}: depths, num_heads, intervals and merge_sizes disagree on the stage count")
+        for f, kind in (("group_sizes", int), ("mlp_ratios", float)):
+            v = getattr(self, f)
+            object.__setattr__(self, f, tuple(kind(x) for x in v) if isinstance(v, (tuple, list)) else (kind(v),) * n)
+        if self.family not in FAMILIES:
+            raise ValueError(f"{self.name}: family must be one of {', '.join(FAMILIES)}, not {self.family!r}")
+        if (len(self.num_heads) != n or len(self.intervals) != n or len(self.merge_sizes) != n - 1
+                or len(self.group_sizes) != n or len(self.mlp_ratios) != n):
+            raise ValueError(f"{self.name}: depths, num_heads, group_sizes, intervals, mlp_ratios and merge_sizes "
+                             "disagree on the stage count")
         for i, h in enumerate(self.num_heads):
             if self.stage_dim(i) % h:
                 raise ValueError(f"{self.name}: stage {i} width {self.stage_dim(i)} is not divisible by {h} heads")
+
+    @property
+    def pp(self) -> bool:
+        """CrossFormer++ (fixed-size LDA groups, the one-group small-map rule, cooling layers)."""
+        return self.family == "crossformer++"
+
+    def has_acl(self, stage: int, block: int) -> bool:
+        """Whether block ``block`` of ``stage`` ends with an amplitude cooling layer."""
+        return self.pp and (block + 1) % 3 == 0 and block < self.depths[stage] - 1
+
+    def same_tensors(self, other: CrossFormerConfig) -> bool:
+        """Whether the two build the same parameter tensors. Group sizes and intervals leave no trace in
+        a checkpoint (pp-s and pp-s2 share their weights), the family does (``ex_conv``)."""
+        return (replace(self, group_sizes=other.group_sizes, intervals=other.intervals) == other)
+
+    @property
+    def label(self) -> str:
+        """"CrossFormer-S", "CrossFormer++-S", "CrossFormer++-S2 (backbone)", "CrossFormer (custom)"."""
+        if self.name in VARIANTS:
+            return ("CrossFormer++-" if self.pp else "CrossFormer-") + self.name.removeprefix("pp-").upper()
+        return f"{'CrossFormer++' if self.pp else 'CrossFormer'} ({self.name})"
 
     @property
     def num_stages(self) -> int:
@@ -44,24 +88,42 @@ class CrossFormerConfig:
         return 4 * 2 ** (self.num_stages - 1)
 
 
+FAMILIES = ("crossformer", "crossformer++")
+_PP = dict(group_sizes=(4, 4, 14, 7), intervals=(4, 2, 1, 1), family="crossformer++")
+# The authors' detection/segmentation configs of CrossFormer++ build CrossFormer_S2: pp-s's weights,
+# G = 7 and I = (8, 4, 2, 1) as in the original (the backbone they fine-tune).
+_PP_S2 = dict(group_sizes=7, intervals=(8, 4, 2, 1), family="crossformer++")
+
 VARIANTS: dict[str, CrossFormerConfig] = {
     "t": CrossFormerConfig(64, (1, 1, 8, 6), (2, 4, 8, 16), name="t"),
     "s": CrossFormerConfig(96, (2, 2, 6, 2), (3, 6, 12, 24), name="s"),
     "b": CrossFormerConfig(96, (2, 2, 18, 2), (3, 6, 12, 24), name="b"),
     "l": CrossFormerConfig(128, (2, 2, 18, 2), (4, 8, 16, 32), name="l"),
+    "pp-s": CrossFormerConfig(64, (2, 2, 18, 2), (2, 4, 8, 16), **_PP, name="pp-s"),
+    "pp-b": CrossFormerConfig(96, (2, 2, 18, 2), (3, 6, 12, 24), **_PP, name="pp-b"),
+    "pp-l": CrossFormerConfig(128, (2, 2, 18, 2), (4, 8, 16, 32), **_PP, name="pp-l"),
+    "pp-h": CrossFormerConfig(128, (6, 6, 18, 2), (4, 8, 16, 32), **_PP, name="pp-h"),
+    "pp-s2": CrossFormerConfig(64, (2, 2, 18, 2), (2, 4, 8, 16), **_PP_S2, name="pp-s2"),
 }
 
 # A tiny configuration for tests: every stage has an SDA and an LDA block, head dim 32 as in the
 # real variants, and the DPB hidden width (dim // 16) is at least 2 so its LayerNorms are not degenerate.
 TINY = CrossFormerConfig(32, (2, 2, 2, 2), (1, 2, 4, 8), name="tiny")
+# Its CrossFormer++ twin: depth 4 puts a cooling layer on block 2 of stages 1-3; at 224 stage-1 and
+# stage-2 LDA pad (56 -> 64, 28 -> 32) and stages 3-4 meet the small-map rule.
+TINY_PP = CrossFormerConfig(32, (4, 4, 4, 2), (1, 2, 4, 8), **_PP, name="pp-tiny")
+TINIES = {"tiny": TINY, "pp-tiny": TINY_PP}
+# What --variant accepts on the command line.
+VARIANT_CHOICES = (*VARIANTS, *TINIES)
 
 
 def get_config(variant: str | CrossFormerConfig) -> CrossFormerConfig:
     if isinstance(variant, CrossFormerConfig):
         return variant
-    key = variant.lower().removeprefix("crossformer-").removeprefix("crossformer_")
-    if key == "tiny":
-        return TINY
+    key = variant.lower().replace("crossformer++", "pp").removeprefix("crossformer-").removeprefix("crossformer_")
+    key = key.replace("_", "-").replace("pp-pp-", "pp-")
+    if key in TINIES:
+        return TINIES[key]
     if key not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     return VARIANTS[key]

@@ -1,4 +1,5 @@
-"""CrossFormer (Wang et al., ICLR 2022): classifier and detection/segmentation backbone.
+"""CrossFormer (Wang et al., ICLR 2022) and CrossFormer++ (TPAMI 2023): classifier and
+detection/segmentation backbone.
 
 Maps flow channels-last, [B, H, W, C], from the embedding to the head. Nothing in ``forward``
 changes module state, so one instance serves every input size.
@@ -32,21 +33,29 @@ class Mlp(nn.Module):
 
 
 class CrossFormerBlock(nn.Module):
-    """x + Attn(LN(x)), then x + MLP(LN(x)); SDA (``lda=False``) or LDA grouping."""
+    """x + Attn(LN(x)), then x + MLP(LN(x)); SDA (``lda=False``) or LDA grouping of either family
+    (``pp``), and with ``acl`` CrossFormer++'s amplitude cooling layer at the end."""
 
     def __init__(self, dim: int, num_heads: int, group_size: int, interval: int, lda: bool,
-                 mlp_ratio: float):
+                 mlp_ratio: float, pp: bool = False, acl: bool = False):
         super().__init__()
-        self.group_size, self.interval, self.lda = group_size, interval, lda
+        self.group_size, self.interval, self.lda, self.pp = group_size, interval, lda, pp
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.acl = acl
+        if acl:
+            self.ex_conv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+            self.ex_ln = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, H: Size, W: Size) -> Tensor:
-        lay = group_layout(H, W, self.group_size, self.interval, self.lda)
+        lay = group_layout(H, W, self.group_size, self.interval, self.lda, self.pp)
         x = x + self.attn(self.norm1(x), lay)
-        return x + self.mlp(self.norm2(x))
+        x = x + self.mlp(self.norm2(x))
+        if self.acl:  # amplitude cooling: LN(depthwise 3x3 conv(x)), zero padding, no residual
+            x = self.ex_ln(self.ex_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+        return x
 
 
 class Stage(nn.Module):
@@ -56,8 +65,8 @@ class Stage(nn.Module):
         super().__init__()
         dim = cfg.stage_dim(i)
         self.blocks = nn.ModuleList(
-            CrossFormerBlock(dim, cfg.num_heads[i], cfg.group_size, cfg.intervals[i], lda=j % 2 == 1,
-                             mlp_ratio=cfg.mlp_ratio)
+            CrossFormerBlock(dim, cfg.num_heads[i], cfg.group_sizes[i], cfg.intervals[i], lda=j % 2 == 1,
+                             mlp_ratio=cfg.mlp_ratios[i], pp=cfg.pp, acl=cfg.has_acl(i, j))
             for j in range(cfg.depths[i])
         )
         last = i == cfg.num_stages - 1
@@ -102,7 +111,7 @@ def check_input_size(h: int, w: int, stride: int) -> None:
 
 
 class CrossFormer(nn.Module):
-    """CrossFormer.
+    """CrossFormer or CrossFormer++ (``cfg.family``).
 
     ``mode="classifier"``: image [B, 3, H, W] -> logits [B, num_classes] (final LN, mean pool, Linear).
     ``mode="backbone"``: image -> the four stage outputs as NCHW maps (no final norm), strides 4..32.

@@ -13,9 +13,11 @@ def create_model(variant: str | CrossFormerConfig | None = "s", weights: str | o
                  mode: str = "classifier", num_classes: int | None = None) -> CrossFormer:
     """An eval-mode CrossFormer.
 
-    variant: "t", "s", "b", "l", "tiny" or a config; ``None`` takes it from ``weights``.
+    variant: "t", "s", "b", "l", "pp-s", "pp-b", "pp-l", "pp-h", "pp-s2", "tiny", "pp-tiny" or a config;
+    ``None`` takes it from ``weights``.
     weights: a checkpoint path (any layout of ``checkpoint.py``); the variant and, for a classifier,
-    the class count are checked against (or read from) its shapes.
+    the class count are checked against (or read from) its tensors. A variant that differs from the
+    checkpoint's only in group sizes and intervals (pp-s / pp-s2) is taken as given.
     """
     if weights is None:
         if variant is None:
@@ -24,9 +26,11 @@ def create_model(variant: str | CrossFormerConfig | None = "s", weights: str | o
         return model.eval()
     sd = read_state_dict(weights)
     found, classes = infer_config(sd)
-    if variant is not None and get_config(variant) != found:
-        raise CheckpointError(f"{os.fspath(weights)} holds {describe(found)}, "
-                              f"not {describe(get_config(variant))}")
+    if variant is not None:
+        asked = get_config(variant)
+        if not asked.same_tensors(found):
+            raise CheckpointError(f"{os.fspath(weights)} holds {describe(found)}, not {describe(asked)}")
+        found = asked
     if mode == "classifier":
         if classes is None:
             raise CheckpointError(f"{os.fspath(weights)} is a backbone checkpoint (no classifier head); "

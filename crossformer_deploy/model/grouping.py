@@ -1,14 +1,23 @@
-"""Short- and long-distance grouping (SDA / LDA) as index arithmetic.
+"""Short- and long-distance grouping (SDA / LDA) as index arithmetic, for both families.
 
-One code path serves SDA, LDA and the small-map rule: every size parameter is *selected* from
-``small = min(H, W) <= G`` instead of branched on, so the same functions work with Python ints
-(eager) and with 0-d tensors (sizes as traced by the ONNX exporter), and a traced graph stays
-correct at every input size.
+One code path serves SDA, LDA, both families and the small-map rule: every size parameter is
+*selected* from ``small = min(H, W) <= G`` instead of branched on, so the same functions work with
+Python ints (eager) and with 0-d tensors (sizes as traced by the ONNX exporter), and a traced graph
+stays correct at every input size.
 
-Group (gi, gj), member (a, c) sits at row ``gi * s_out + a * s_in`` and col ``gj * s_out + c * s_in``
-of the map padded right/bottom to (Hp, Wp):
-  SDA: s_out = g (group size), s_in = 1; groups are g x g adjacent tokens.
-  LDA: s_out = 1, s_in = I (interval); group (i, j) holds rows i, i+I, ..., cols j, j+I, ...
+A layout is a group shape (gh, gw) and one stride s. The map is padded right/bottom to
+(Hp, Wp) = (ceil(H / (gh s)) gh s, ...) and cut into regions of gh*s x gw*s tokens; inside a region,
+group (i, j) with i, j < s holds rows i, i+s, ..., cols j, j+s, .... So group (gi, gj), member (a, c)
+sits at
+
+    row = (gi // s) * gh * s + gi % s + a * s        (cols alike with gj, gw, c)
+
+  SDA:                 s = 1: adjacent gh x gw tokens.
+  LDA, CrossFormer:    s = I, gh = ceil(H / I): one region (the map), groups of stride I.
+  LDA, CrossFormer++:  s = I, gh = gw = G: regions of G*I tokens a side (the map padded to a multiple).
+Small maps (min(H, W) <= G) run SDA (s = 1), in an LDA block too, with groups of min(H, W) a side
+(CrossFormer) or one H x W group (CrossFormer++; the authors' backbone pads it to max(H, W) square, which
+changes nothing: padded keys are masked and position biases depend on offsets only).
 Padding is never materialised: padded slots point at token 0 and are masked as keys (so what they
 hold never reaches an output) and dropped as queries.
 """
@@ -48,7 +57,7 @@ class GroupLayout:
     """How an (H, W) map splits into groups for one block call.
 
     gh, gw: group shape (tokens per group N = gh * gw); nh, nw: groups per column/row (nG = nh * nw);
-    s_out, s_in: row/col stride between groups and within a group; Hp, Wp: padded size.
+    s: stride between a group's members (1 in SDA, I in LDA); see the module docstring.
     """
 
     H: Size
@@ -57,25 +66,26 @@ class GroupLayout:
     gw: Size
     nh: Size
     nw: Size
-    s_out: Size
-    s_in: Size
+    s: Size
 
 
-def group_layout(H: Size, W: Size, group_size: int, interval: int, lda: bool) -> GroupLayout:
-    """The layout of an SDA (``lda=False``) or LDA block, with the small-map rule applied.
+def _cdiv(a: Size, b: Size) -> Size:
+    return (a + b - 1) // b
 
-    If min(H, W) <= G the block is SDA with group size min(H, W) for this call (an LDA block too).
-    """
-    small = smin(H, W) <= group_size
-    g = smin(group_size, smin(H, W))  # SDA group size, shrunk on small maps
+
+def group_layout(H: Size, W: Size, group_size: int, interval: int, lda: bool, pp: bool = False) -> GroupLayout:
+    """The layout of an SDA (``lda=False``) or LDA block of either family (``pp``: CrossFormer++), with
+    the small-map rule applied for this call only (module docstring)."""
+    mn = smin(H, W)
+    small = mn <= group_size
     use_lda = (~small if isinstance(small, Tensor) else not small) if lda else False
-    div = select(use_lda, interval, g)
-    Hp = (H + div - 1) // div * div
-    Wp = (W + div - 1) // div * div
-    gh = select(use_lda, Hp // interval, g)
-    gw = select(use_lda, Wp // interval, g)
-    return GroupLayout(H=H, W=W, gh=gh, gw=gw, nh=Hp // gh, nw=Wp // gw,
-                       s_out=select(use_lda, 1, g), s_in=select(use_lda, interval, 1))
+    s = select(use_lda, interval, 1)
+    if pp:
+        gh, gw = select(small, H, group_size), select(small, W, group_size)
+    else:
+        g = smin(group_size, mn)  # SDA group size, shrunk on small maps
+        gh, gw = select(use_lda, _cdiv(H, interval), g), select(use_lda, _cdiv(W, interval), g)
+    return GroupLayout(H=H, W=W, gh=gh, gw=gw, nh=_cdiv(H, gh * s) * s, nw=_cdiv(W, gw * s) * s, s=s)
 
 
 def _arange(n: Size, device) -> Tensor:
@@ -88,6 +98,17 @@ def member_coords(lay: GroupLayout, device=None) -> tuple[Tensor, Tensor]:
     return p // lay.gw, p % lay.gw
 
 
+def first_member(g: Tensor, extent: Size, s: Size) -> Tensor:
+    """Row (col) of the first member of group row (col) ``g``: ``(g // s) * extent * s + g % s``."""
+    return (g // s) * (extent * s) + g % s
+
+
+def _slot(pos: Tensor, extent: Size, s: Size) -> tuple[Tensor, Tensor]:
+    """(group row, member row) of map row ``pos``: the inverse of ``first_member`` + a * s."""
+    region, r = pos // (extent * s), pos % (extent * s)
+    return region * s + r % s, r // s
+
+
 def group_index(lay: GroupLayout, device=None) -> tuple[Tensor, Tensor]:
     """Token index of every group slot, and which slots are real tokens.
 
@@ -96,8 +117,8 @@ def group_index(lay: GroupLayout, device=None) -> tuple[Tensor, Tensor]:
     """
     gid = _arange(lay.nh * lay.nw, device)
     a, c = member_coords(lay, device)
-    rows = (gid // lay.nw)[:, None] * lay.s_out + a[None, :] * lay.s_in
-    cols = (gid % lay.nw)[:, None] * lay.s_out + c[None, :] * lay.s_in
+    rows = first_member(gid // lay.nw, lay.gh, lay.s)[:, None] + a[None, :] * lay.s
+    cols = first_member(gid % lay.nw, lay.gw, lay.s)[:, None] + c[None, :] * lay.s
     valid = (rows < lay.H) & (cols < lay.W)
     index = torch.where(valid, rows * lay.W + cols, torch.zeros_like(rows))
     return index, valid
@@ -107,8 +128,8 @@ def ungroup_index(lay: GroupLayout, device=None) -> Tensor:
     """For each token of the (H, W) map, its slot in the grouped tensor flattened to [nG * N]: [H, W]."""
     h = _arange(lay.H, device)
     w = _arange(lay.W, device)
-    gi, a = (h // lay.s_out) % lay.nh, (h // lay.s_in) % lay.gh
-    gj, c = (w // lay.s_out) % lay.nw, (w // lay.s_in) % lay.gw
+    gi, a = _slot(h, lay.gh, lay.s)
+    gj, c = _slot(w, lay.gw, lay.s)
     return (gi[:, None] * lay.nw + gj[None, :]) * (lay.gh * lay.gw) + a[:, None] * lay.gw + c[None, :]
 
 

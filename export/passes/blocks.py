@@ -28,16 +28,20 @@ class Architecture:
 
     depths: tuple[int, ...]
     num_heads: tuple[int, ...]
-    group_size: int
+    group_sizes: tuple[int, ...]
     intervals: tuple[int, ...]
     embed_dim: int
+    pp: bool = False  # CrossFormer++'s layout rule
 
     @classmethod
     def from_props(cls, props: dict[str, str]) -> Architecture:
         if "architecture" not in props:
             raise PassError("the model carries no 'architecture' metadata: export it with crossformer-export")
         a = json.loads(props["architecture"])
-        return cls(tuple(a["depths"]), tuple(a["num_heads"]), a["group_size"], tuple(a["intervals"]), a["embed_dim"])
+        g = a.get("group_sizes", a.get("group_size"))  # exports before CrossFormer++ carry one int
+        g = tuple(g) if isinstance(g, list) else (g,) * len(a["depths"])
+        return cls(tuple(a["depths"]), tuple(a["num_heads"]), g, tuple(a["intervals"]), a["embed_dim"],
+                   a.get("family", "crossformer") == "crossformer++")
 
     @property
     def num_blocks(self) -> int:
@@ -47,12 +51,20 @@ class Architecture:
         return self.embed_dim * 2**stage
 
     def max_group(self, stage: int, lda: bool, max_size: tuple[int, int]) -> tuple[int, int]:
-        """Largest group shape (gh, gw) a block meets at inputs up to ``max_size``: SDA groups are at
-        most G x G (smaller on small maps); LDA groups are ceil(map / I), largest at the largest map."""
-        g = self.group_size
+        """Largest group shape (gh, gw) a block meets at inputs up to ``max_size`` (any multiple of 32).
+
+        CrossFormer: SDA groups are at most G x G (smaller on small maps); LDA groups are ceil(map / I),
+        largest at the largest map. CrossFormer++: groups are G x G, but a map with min(H, W) <= G is
+        one H x W group, so where the smallest input (32) gives such a map, a group may be a whole map.
+        """
+        g = self.group_sizes[stage]
+        h, w = (n // (4 * 2**stage) for n in max_size)
+        if self.pp:
+            if 32 // (4 * 2**stage) > g:  # no input makes this stage's map small
+                return g, g
+            return max(g, h), max(g, w)
         if not lda:
             return g, g
-        h, w = (n // (4 * 2**stage) for n in max_size)
         i = self.intervals[stage]
         return max(g, -(-h // i)), max(g, -(-w // i))
 

@@ -9,7 +9,7 @@ layout arithmetic):
 
 becomes
 
-    qkv -> GroupedAttention(qkv, table[heads, TH, TW]; num_heads, mode, group_size, interval, scale)
+    qkv -> GroupedAttention(qkv, table[heads, TH, TW]; num_heads, mode, group_size, interval, scale, family)
         -> attn/proj
 
 Padding, masking, grouping and the bias gather happen inside the op (plugins/README.md). The table
@@ -63,8 +63,9 @@ def fuse_grouped_attention(graph: gs.Graph, arch: Architecture) -> gs.Graph:
         out = gs.Variable(blk.prefix + "attn/grouped_attention", dtype=qkv_out[0].dtype or np.float32)
         graph.nodes.append(gs.Node(
             OP, name=blk.prefix + "attn/" + OP, domain=DOMAIN, inputs=[qkv_out[0], table], outputs=[out],
-            attrs={"num_heads": heads, "mode": "lda" if blk.lda else "sda", "group_size": arch.group_size,
-                   "interval": arch.intervals[blk.stage], "scale": float((dim // heads) ** -0.5),
+            attrs={"num_heads": heads, "mode": "lda" if blk.lda else "sda",
+                   "group_size": arch.group_sizes[blk.stage], "interval": arch.intervals[blk.stage],
+                   "scale": float((dim // heads) ** -0.5), "family": int(arch.pp),
                    # TensorRT's ONNX parser looks plugins up by op type and this namespace
                    "plugin_namespace": DOMAIN}))
         proj[0].inputs[0] = out
