@@ -1,4 +1,5 @@
-"""What ``gpu_check.py`` runs: the layout cases, CrossFormer-S's attention blocks, the AOT launch plan, timing.
+"""What ``gpu_check.py`` runs: the layout cases (CrossFormer and CrossFormer++), CrossFormer-S's and CrossFormer++-S's
+attention blocks, the AOT launch plan, timing.
 
 Everything here that needs no GPU (cases, launch plans, the PTX parameter list) is tested on the CPU by
 tests/test_gpu_check.py.
@@ -28,7 +29,8 @@ def bootstrap() -> None:
 
 @dataclass(frozen=True)
 class Case:
-    """One grouped-attention call: qkv [B, H, W, 3 * heads * head_dim], centred table for the group shape."""
+    """One grouped-attention call: qkv [B, H, W, 3 * heads * head_dim], centred table for the group shape.
+    ``family``: the op's attribute, 0 CrossFormer, 1 CrossFormer++ (its layout rule)."""
 
     name: str
     B: int
@@ -40,6 +42,7 @@ class Case:
     interval: int
     group_size: int = 7
     table_pad: int = 1  # extra NaN rows/cols around the exact table: a read outside the window poisons the output
+    family: int = 0
 
 
 # Every layout kind of the op (plugins/README.md "Semantics").
@@ -51,27 +54,48 @@ LAYOUT_CASES = [
     Case("lda_small_map_7x9", 2, 7, 9, 4, 32, "lda", 1),
     Case("sda_small_map_4x6", 1, 4, 6, 2, 32, "sda", 4),
     Case("lda_full_8x10_i1_two_key_blocks", 1, 8, 10, 2, 32, "lda", 1, table_pad=0),
+    # CrossFormer++ (family 1): G x G groups, LDA padded to a multiple of G * I, a small map is one H x W group
+    Case("pp_lda_padded_13x19_g4_i2", 2, 13, 19, 2, 32, "lda", 2, group_size=4, family=1),
+    Case("pp_lda_all_padding_groups_17x9_g4_i4", 2, 17, 9, 3, 32, "lda", 4, group_size=4, family=1),
+    Case("pp_sda_padded_13x19_g4", 1, 13, 19, 2, 32, "sda", 4, group_size=4, family=1),
+    Case("pp_lda_small_map_6x10_g14_one_group", 2, 6, 10, 4, 32, "lda", 1, group_size=14, family=1),
+    Case("pp_sda_small_map_5x7_g7_one_group", 1, 5, 7, 2, 32, "sda", 1, group_size=7, family=1),
+    Case("pp_lda_small_map_14x26_g14_n364_key_blocks", 1, 14, 26, 3, 32, "lda", 1, group_size=14, family=1,
+         table_pad=0),
 ]
 
 # CrossFormer-S (DESIGN.md §1): per stage (dim, heads, LDA interval, depth); G = 7, head dim 32, strides 4..32
 S_STAGES = [(96, 3, 8, 2), (192, 6, 4, 2), (384, 12, 2, 6), (768, 24, 1, 2)]
+# CrossFormer++-S (model/config.py "pp-s"): per stage (dim, heads, LDA interval, depth, G)
+PP_S_STAGES = [(64, 2, 4, 2, 4), (128, 4, 2, 2, 4), (256, 8, 1, 18, 14), (512, 16, 1, 2, 7)]
+
 
 
 def s_blocks(size: int = 224) -> list[tuple[Case, int]]:
     """(attention call, how many blocks of S make it) for an image of ``size`` x ``size``, batch 1."""
+    return _blocks("s", [(*st, 7) for st in S_STAGES], size, family=0)
+
+
+def pp_s_blocks(size: int = 224) -> list[tuple[Case, int]]:
+    """The same for CrossFormer++-S: at 224 stage 1-2 LDA pad (56 -> 64, 28 -> 32) and stages 3-4 meet the
+    small-map rule (14 <= 14, 7 <= 7: one group of the whole map)."""
+    return _blocks("pp_s", PP_S_STAGES, size, family=1)
+
+
+def _blocks(prefix: str, stages, size: int, family: int) -> list[tuple[Case, int]]:
     out = []
-    for i, (dim, heads, interval, depth) in enumerate(S_STAGES):
+    for i, (dim, heads, interval, depth, g) in enumerate(stages):
         side = size // (4 * 2**i)
         for mode in ("sda", "lda"):
-            out.append((Case(f"s{i + 1}_{mode}_{side}x{side}", 1, side, side, heads, dim // heads, mode, interval,
-                             table_pad=0), depth // 2))
+            out.append((Case(f"{prefix}{i + 1}_{mode}_{side}x{side}", 1, side, side, heads, dim // heads, mode,
+                             interval, group_size=g, table_pad=0, family=family), depth // 2))
     return out
 
 
 def layout(case: Case):
     from crossformer_deploy.model.grouping import group_layout
 
-    return group_layout(case.H, case.W, case.group_size, case.interval, case.mode == "lda")
+    return group_layout(case.H, case.W, case.group_size, case.interval, case.mode == "lda", pp=case.family == 1)
 
 
 def table_shape(case: Case) -> tuple[int, int, int]:
@@ -97,7 +121,7 @@ def launch_plan(case: Case, qkv_dtype, table_dtype, tactic: int) -> LaunchPlan:
     pointers, the extra arguments, the output pointer."""
     from crossformer_deploy.plugins import tensorrt_plugin as tp
 
-    a = tp.Attrs(case.heads, case.mode, case.group_size, case.interval, case.head_dim ** -0.5)
+    a = tp.Attrs(case.heads, case.mode, case.group_size, case.interval, case.head_dim ** -0.5, case.family)
     kernel = tp.aot_kernel(a, qkv_dtype, table_dtype, 3 * case.heads * case.head_dim, tactic)
     _, th, tw = table_shape(case)
     grid, extra = tp.launch_args(kernel, a, case.B, case.H, case.W, th, tw)
@@ -120,7 +144,7 @@ def inputs(case: Case, dtype, table_dtype, device: str = "cuda", seed: int = 0):
     _, th, tw = table_shape(case)
     table = pad_table(exact, th, tw).to(table_dtype)
     ref = grouped_attention_reference(qkv.float(), table.float(), case.heads, case.mode, case.group_size,
-                                      case.interval, case.head_dim ** -0.5)
+                                      case.interval, case.head_dim ** -0.5, case.family)
     return qkv.to(device), table.to(device), ref.to(device)
 
 

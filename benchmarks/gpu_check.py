@@ -4,17 +4,20 @@
 
 Needs PyTorch with CUDA, Triton and CuPy; not TensorRT, not ONNX Runtime, not an install of this package
 (the checkout is imported as is). Sections, each recorded even if another fails:
-  1. kernel:  the Triton kernel (Triton's own launcher) vs the PyTorch reference, fp32 and fp16, every layout kind;
+  1. kernel:  the Triton kernel (Triton's own launcher) vs the PyTorch reference, fp32 and fp16, every layout kind
+              of both families (CrossFormer and CrossFormer++, gpu_cases.LAYOUT_CASES);
   2. aot_abi: the PTX exactly as the TensorRT plugin builds it (trimmed to TensorRT's ABI), loaded with CuPy
               and launched with exactly TensorRT's arguments, grid, block and shared memory, vs the reference;
   3. blocks:  fused kernel vs PyTorch eager attention and vs SDPA with the bias as a float mask, for every
               attention block of CrossFormer-S at 224, batch 1, 8, 64, fp16; sums weighted by block counts;
+              the same for CrossFormer++-S (reported beside, not a goal);
   4. model:   CrossFormer-S (perturbed random weights), torch-cuda fp16 vs eager fp32 on CUDA: cosine, top-1
               agreement, batch-1 latency with CUDA graphs, batch-64 throughput.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -42,7 +45,7 @@ def check_kernel(torch) -> list[dict]:
         for dt, tdt in (("fp32", "fp32"), ("fp16", "fp32"), ("fp16", "fp16")):
             qkv, table, ref = gc.inputs(case, getattr(torch, _TORCH[dt]), getattr(torch, _TORCH[tdt]))
             out = grouped_attention_triton(qkv, table, case.heads, case.mode, case.group_size, case.interval,
-                                           case.head_dim ** -0.5)
+                                           case.head_dim ** -0.5, case.family)
             d = (out.float() - ref).abs().max().item()
             rows.append({"case": case.name, "qkv": dt, "table": tdt, "max_abs": d, "ok": d <= BARS[dt]})
     return rows
@@ -78,33 +81,38 @@ def check_aot_abi(torch) -> list[dict]:
 
 
 def bench_blocks(torch, batches=(1, 8, 64)) -> dict:
+    """Every attention block of S (``sums``, the goal) and of CrossFormer++-S (``pp_s_sums``) at 224, fp16."""
+    rows, sums = [], {"s": {}, "pp-s": {}}
+    for model, blocks in (("s", gc.s_blocks(224)), ("pp-s", gc.pp_s_blocks(224))):
+        for b in batches:
+            total = {"fused": 0.0, "eager": 0.0, "sdpa": 0.0}
+            for case, count in blocks:
+                ms, d = _time_block(torch, dataclasses.replace(case, B=b))
+                for k in total:
+                    total[k] += count * ms[k]
+                rows.append({"model": model, "batch": b, "block": case.name, "count": count,
+                             **{f"{k}_ms": v for k, v in ms.items()}, "max_abs_vs_fp32": d})
+            sums[model][b] = {**{f"{k}_ms": v for k, v in total.items()}, "vs_eager": total["eager"] / total["fused"],
+                              "vs_sdpa": total["sdpa"] / total["fused"]}
+    return {"rows": rows, "sums": sums["s"], "pp_s_sums": sums["pp-s"]}
+
+
+def _time_block(torch, case: gc.Case) -> tuple[dict, float]:
+    """({fused, eager, sdpa}: median ms, max|fused - fp32 eager|) for one block's attention call."""
     from crossformer_deploy.model.attention import grouped_attention
     from crossformer_deploy.plugins.reference import crop_table
     from crossformer_deploy.plugins.triton_kernel import grouped_attention_triton
 
-    rows, sums = [], {}
-    for b in batches:
-        total = {"fused": 0.0, "eager": 0.0, "sdpa": 0.0}
-        for case, count in gc.s_blocks(224):
-            case = gc.Case(case.name, b, case.H, case.W, case.heads, case.head_dim, case.mode, case.interval,
-                           table_pad=0)
-            qkv, table, _ = gc.inputs(case, torch.float16, torch.float32)
-            lay, scale = gc.layout(case), case.head_dim ** -0.5
-            flat = crop_table(table, lay.gh, lay.gw)
-            fns = {"fused": lambda c=case, q=qkv, t=table, s=scale: grouped_attention_triton(
-                       q, t, c.heads, c.mode, c.group_size, c.interval, s),
-                   "eager": lambda c=case, q=qkv, f=flat, g=lay, s=scale: gc.eager_attention(q, f, g, c.heads, s),
-                   "sdpa": lambda c=case, q=qkv, f=flat, g=lay, s=scale: grouped_attention(q, f, g, c.heads, s)}
-            ref = gc.eager_attention(qkv.float(), flat, lay, case.heads, scale)
-            d = (fns["fused"]().float() - ref).abs().max().item()
-            ms = {k: gc.cuda_ms(fn) for k, fn in fns.items()}
-            for k in total:
-                total[k] += count * ms[k]
-            rows.append({"batch": b, "block": case.name, "count": count, **{f"{k}_ms": v for k, v in ms.items()},
-                         "max_abs_vs_fp32": d})
-        sums[b] = {**{f"{k}_ms": v for k, v in total.items()}, "vs_eager": total["eager"] / total["fused"],
-                   "vs_sdpa": total["sdpa"] / total["fused"]}
-    return {"rows": rows, "sums": sums}
+    qkv, table, _ = gc.inputs(case, torch.float16, torch.float32)
+    lay, scale = gc.layout(case), case.head_dim ** -0.5
+    flat = crop_table(table, lay.gh, lay.gw)
+    fns = {"fused": lambda: grouped_attention_triton(qkv, table, case.heads, case.mode, case.group_size,
+                                                     case.interval, scale, case.family),
+           "eager": lambda: gc.eager_attention(qkv, flat, lay, case.heads, scale),
+           "sdpa": lambda: grouped_attention(qkv, flat, lay, case.heads, scale)}
+    ref = gc.eager_attention(qkv.float(), flat, lay, case.heads, scale)
+    d = (fns["fused"]().float() - ref).abs().max().item()
+    return {k: gc.cuda_ms(fn) for k, fn in fns.items()}, d
 
 
 def bench_model(torch, n_images: int = 64) -> dict:
@@ -165,9 +173,11 @@ def format_table(report: dict) -> str:
     blocks = report["sections"].get("blocks", {})
     if "error" in blocks:
         lines.append(f"blocks: ERROR {blocks['error']}")
-    for b, s in blocks.get("sums", {}).items():
-        lines.append(f"blocks b{b} fp16 (sum over S's blocks): fused {s['fused_ms']:.3f} ms, eager {s['eager_ms']:.3f} "
-                     f"ms ({s['vs_eager']:.2f}x), SDPA {s['sdpa_ms']:.3f} ms ({s['vs_sdpa']:.2f}x)")
+    for key, label in (("sums", "S"), ("pp_s_sums", "CrossFormer++-S")):
+        for b, s in blocks.get(key, {}).items():
+            lines.append(f"blocks b{b} fp16 (sum over {label}'s blocks): fused {s['fused_ms']:.3f} ms, eager "
+                         f"{s['eager_ms']:.3f} ms ({s['vs_eager']:.2f}x), SDPA {s['sdpa_ms']:.3f} ms "
+                         f"({s['vs_sdpa']:.2f}x)")
     model = report["sections"].get("model", {})
     if "error" in model:
         lines.append(f"model: ERROR {model['error']}")

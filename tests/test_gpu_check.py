@@ -35,7 +35,8 @@ def test_launch_plan_is_what_tensorrt_passes(sm90, case, dtype):
     from crossformer_deploy.plugins.ptx import entry_params
 
     qkv_dt = torch.float32 if dtype == "fp32" else torch.float16
-    lay = group_layout(case.H, case.W, case.group_size, case.interval, case.mode == "lda")
+    # the model's layout of the case's family: the oracle
+    lay = group_layout(case.H, case.W, case.group_size, case.interval, case.mode == "lda", pp=case.family == 1)
     for tactic, block_m in ((1, 64), (2, 32)):
         plan = gc.launch_plan(case, qkv_dt, torch.float32, tactic)
         _, th, tw = gc.table_shape(case)
@@ -61,13 +62,68 @@ def test_inputs_reference_and_eager_attention_agree():
         assert (eager - ref).abs().max().item() <= 1e-5, case.name
 
 
+def test_pp_layout_cases_cover_crossformer_pp():
+    """The CrossFormer++ cases (family 1) are the kinds their names say, and but for plain SDA each gives
+    another layout than CrossFormer's rule would: a kernel or plugin that ignored ``family`` fails them."""
+    from crossformer_deploy.model.grouping import group_index
+
+    pp = {c.name: c for c in gc.LAYOUT_CASES if c.family == 1}
+    assert len(pp) >= 5 and all(c.family in (0, 1) for c in gc.LAYOUT_CASES)
+    for name, case in pp.items():
+        lay = gc.layout(case)
+        _, valid = group_index(lay)
+        all_padding = int((~valid.any(1)).sum())
+        assert (all_padding > 0) == ("all_padding" in name), name
+        if "small_map" in name:
+            assert min(case.H, case.W) <= case.group_size
+            assert (lay.gh, lay.gw, lay.nh, lay.nw, lay.s) == (case.H, case.W, 1, 1, 1), name  # one H x W group
+        else:
+            G, s = case.group_size, case.interval if case.mode == "lda" else 1
+            assert (lay.gh, lay.gw, lay.s) == (G, G, s), name
+            assert (lay.nh * lay.gh, lay.nw * lay.gw) != (case.H, case.W), f"{name}: not padded"
+        cf = group_layout(case.H, case.W, case.group_size, case.interval, case.mode == "lda")
+        assert (lay == cf) == (case.mode == "sda" and "small_map" not in name), name
+    assert any(gc.layout(c).gh * gc.layout(c).gw > 64 for c in pp.values())  # several key blocks of 64
+    assert {c.mode for c in pp.values()} == {"sda", "lda"}
+
+
 def test_s_blocks_cover_crossformer_s():
+    from crossformer_deploy.model.config import get_config
+
     blocks = gc.s_blocks(224)
     assert sum(count for _, count in blocks) == 12  # depths 2, 2, 6, 2
     assert [(c.H, c.heads, c.interval) for c, _ in blocks][::2] == [(56, 3, 8), (28, 6, 4), (14, 12, 2), (7, 24, 1)]
+    _match_config(blocks, get_config("s"))
     for case, _ in blocks:  # every S block at 224 has 7x7 groups: one 64-query block
         lay = gc.layout(case)
-        assert (lay.gh, lay.gw) == (7, 7)
+        assert (lay.gh, lay.gw) == (7, 7) and case.family == 0
+
+
+def test_pp_s_blocks_cover_crossformer_pp_s():
+    from crossformer_deploy.model.config import get_config
+
+    blocks = gc.pp_s_blocks(224)
+    assert sum(count for _, count in blocks) == 24  # depths 2, 2, 18, 2
+    _match_config(blocks, get_config("pp-s"))
+    lays = {c.name: gc.layout(c) for c, _ in blocks}
+    assert all(c.family == 1 for c, _ in blocks)
+    # stages 1-2: 4x4 groups, LDA padded (56 -> 64 with I = 4, 28 -> 32 with I = 2); stages 3-4 (14 <= 14,
+    # 7 <= 7): the small-map rule, one group of the whole map in SDA and LDA blocks
+    assert [(v.gh, v.gw, v.nh, v.nw, v.s) for v in lays.values()] == [
+        (4, 4, 14, 14, 1), (4, 4, 16, 16, 4), (4, 4, 7, 7, 1), (4, 4, 8, 8, 2),
+        (14, 14, 1, 1, 1), (14, 14, 1, 1, 1), (7, 7, 1, 1, 1), (7, 7, 1, 1, 1)]
+
+
+def _match_config(blocks, cfg) -> None:
+    """The benchmark's block list is the model's: per stage width, heads, G, I, depth, family."""
+    for i in range(cfg.num_stages):
+        sda, lda = blocks[2 * i][0], blocks[2 * i + 1][0]
+        assert (sda.mode, lda.mode) == ("sda", "lda")
+        for case in (sda, lda):
+            assert (case.heads * case.head_dim, case.heads, case.group_size, case.interval, case.family) == (
+                cfg.stage_dim(i), cfg.num_heads[i], cfg.group_sizes[i], cfg.intervals[i], int(cfg.pp))
+            assert case.H == case.W == 224 // (4 * 2**i)
+        assert blocks[2 * i][1] + blocks[2 * i + 1][1] == cfg.depths[i]
 
 
 def test_report_table_and_goals():
@@ -75,7 +131,9 @@ def test_report_table_and_goals():
         "kernel": {"rows": [{"qkv": "fp32", "max_abs": 1e-6, "ok": True},
                             {"qkv": "fp16", "max_abs": 3e-3, "ok": False}]},
         "aot_abi": {"error": "ImportError: No module named 'cupy'"},
-        "blocks": {"sums": {8: {"fused_ms": 0.1, "eager_ms": 0.25, "sdpa_ms": 0.2, "vs_eager": 2.5, "vs_sdpa": 2.0}}},
+        "blocks": {"sums": {8: {"fused_ms": 0.1, "eager_ms": 0.25, "sdpa_ms": 0.2, "vs_eager": 2.5, "vs_sdpa": 2.0}},
+                   "pp_s_sums": {8: {"fused_ms": 0.2, "eager_ms": 0.3, "sdpa_ms": 0.4, "vs_eager": 1.5,
+                                     "vs_sdpa": 2.0}}},
         "model": {"cosine_min": 0.9999, "top1_agreement": 1.0, "latency_b1_ms": 1.2, "eager_fp32_latency_b1_ms": 9.0,
                   "throughput_b64_img_s": 5000, "eager_fp32_throughput_b64_img_s": 900}}}
     report["goals"] = gpu_check.goals(report)
@@ -85,6 +143,7 @@ def test_report_table_and_goals():
     assert "kernel: 1/2 within bars; worst max|diff| fp32 1.00e-06, fp16 3.00e-03" in text
     assert "aot_abi: ERROR ImportError" in text
     assert "blocks b8 fp16 (sum over S's blocks): fused 0.100 ms, eager 0.250 ms (2.50x)" in text
+    assert "blocks b8 fp16 (sum over CrossFormer++-S's blocks): fused 0.200 ms, eager 0.300 ms (1.50x)" in text
     assert "goal s_b1_latency_ms: 1.2 vs <= 1.0 -> NOT MET" in text
     assert gpu_check.gpu_file_name("NVIDIA H200") == "nvidia-h200.json"
 

@@ -1,12 +1,12 @@
 """The TensorRT plugin driven through NVIDIA's real ``tensorrt.plugin`` package (several releases) on a fake of
 TensorRT's compiled core, with plugin fields built exactly as TensorRT's ONNX parser builds them from the
-GroupedAttention nodes our exporter writes.
+GroupedAttention nodes our exporter writes for the tiny CrossFormer and the tiny CrossFormer++ (``pp-tiny``).
 
 What this proves without TensorRT's libraries: registration, creator fields, create_plugin on parser-encoded
 fields, output dtype and shape, the offered type/format combinations, tactics, the launch grid, block and
-shared memory, the extra arguments (checked against the model's own ``group_layout`` at concrete sizes), and
-that the PTX entry declares exactly the parameters TensorRT passes (and assembles with ptxas). What it cannot
-prove: TensorRT's own C++ side (engine build, enqueue); see plugins/README.md.
+shared memory, the extra arguments (checked against the model's own ``group_layout``, of the node's family, at
+concrete sizes), and that the PTX entry declares exactly the parameters TensorRT passes (and assembles with
+ptxas). What it cannot prove: TensorRT's own C++ side (engine build, enqueue); see plugins/README.md.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import onnx
 import pytest
 import torch
 
-from crossformer_deploy.model.grouping import group_layout
+from crossformer_deploy.model.grouping import group_index, group_layout
 
 from . import fake_tensorrt as ft
 from . import tensorrt_bindings
@@ -53,20 +53,19 @@ def trt_release(request, monkeypatch):
     sys.modules.update(saved)
 
 
-@pytest.fixture(scope="module")
-def trt_nodes():
-    """The GroupedAttention nodes of the tiny model exported for --target tensorrt, fp32 and fp16, keyed by
-    (precision, mode, interval), with the dtypes of their two inputs."""
+def _exported_nodes(variant: str) -> list[tuple[str, onnx.NodeProto, list[int], dict]]:
+    """(precision, node, dtypes of its two inputs, attributes) of every GroupedAttention node of ``variant``
+    exported for --target tensorrt, fp32 and fp16, as crossformer-export builds it."""
     from crossformer_deploy.export.metadata import ModelInfo
     from crossformer_deploy.export.onnx_export import to_onnx
     from crossformer_deploy.export.pipeline import run_pipeline
     from crossformer_deploy.export.precision.fp16 import to_fp16
     from crossformer_deploy.model.factory import build_model
 
-    model = build_model("tiny", None, "classifier", 10, seed=0)
-    info = ModelInfo(variant="tiny", mode="classifier", num_classes=10, weights="random-init seed=0")
+    model = build_model(variant, None, "classifier", 10, seed=0)
+    info = ModelInfo(variant=variant, mode="classifier", num_classes=10, weights="random-init seed=0")
     plain = run_pipeline(to_onnx(model, info), "plain")
-    out = {}
+    out = []
     for precision, proto in (("fp32", plain), ("fp16", to_fp16(plain))):
         trt_graph = run_pipeline(proto, "tensorrt")
         onnx.checker.check_model(trt_graph, full_check=True)  # what crossformer-export runs before writing
@@ -76,11 +75,38 @@ def trt_nodes():
         for node in graph.graph.node:
             if node.op_type == "GroupedAttention":
                 attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-                key = (precision, attrs["mode"].decode(), attrs["interval"])
                 assert dtypes.get(node.output[0]) == dtypes.get(node.input[0]), "the op's output has qkv's dtype"
-                out.setdefault(key, (node, [dtypes.get(i) for i in node.input], attrs))
+                out.append((precision, node, [dtypes.get(i) for i in node.input], attrs))
     return out
 
+
+@pytest.fixture(scope="module")
+def trt_nodes():
+    """The GroupedAttention nodes of the tiny model exported for --target tensorrt, fp32 and fp16, keyed by
+    (precision, mode, interval), with the dtypes of their two inputs."""
+    out = {}
+    for precision, node, types, attrs in _exported_nodes("tiny"):
+        assert attrs["family"] == 0, "a CrossFormer node must say family 0"
+        out.setdefault((precision, attrs["mode"].decode(), attrs["interval"]), (node, types, attrs))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trt_nodes_pp():
+    """The same for pp-tiny (CrossFormer++: G 4, 4, 14, 7, I 4, 2, 1, 1), keyed by (precision, mode, group_size,
+    interval): stages 3 and 4 share I = 1 and differ in G."""
+    out = {}
+    for precision, node, types, attrs in _exported_nodes("pp-tiny"):
+        assert attrs["family"] == 1, "a CrossFormer++ node must say family 1"
+        out.setdefault((precision, attrs["mode"].decode(), attrs["group_size"], attrs["interval"]),
+                       (node, types, attrs))
+    return out
+
+
+# The plugin's ABI (plugins/README.md): the creator's fields in declaration order, and the PTX entry TensorRT
+# launches: qkv, table, the 9 int32 extra args H, W, gh, gw, nh, nw, s, TH, TW, out (12 parameters).
+FIELDS = ["num_heads", "mode", "group_size", "interval", "scale", "family"]
+ENTRY_KINDS = ["ptr", "ptr"] + ["i32"] * 9 + ["ptr"]
 
 TRT_DTYPE = {onnx.TensorProto.FLOAT: ft.DataType.FLOAT, onnx.TensorProto.FLOAT16: ft.DataType.HALF}
 
@@ -94,6 +120,16 @@ CASES = [
     ("sda", 4, 4, 6, "SDA on a map smaller than G: one 4x4 window size"),
 ]
 
+# CrossFormer++ (family 1), on pp-tiny's nodes: (mode, G, interval, H, W, kind, what). kind: "lda" / "sda" padded
+# G x G groups, "all_padding" (LDA with groups of padding only), "small" (the small-map rule: one H x W group).
+PP_CASES = [
+    ("lda", 4, 2, 13, 19, "lda", "LDA G=4 I=2 on an odd map: padded to 16x24, 4x4 groups of stride 2"),
+    ("lda", 4, 4, 17, 9, "all_padding", "LDA G=4 I=4: 17x9 padded to 32x16, group rows 5-7 all padding"),
+    ("lda", 14, 1, 6, 10, "small", "LDA block, min(H, W) <= G=14: one 6x10 group, stride 1"),
+    ("sda", 4, 4, 13, 19, "sda", "SDA G=4 padded right and bottom: 4x5 groups of 4x4"),
+    ("sda", 7, 1, 5, 7, "small", "SDA block, min(H, W) <= G=7: one 5x7 group (CrossFormer: two 5x5 windows)"),
+]
+
 
 def _ptx_params(ptx: str, name: str) -> list[str]:
     m = re.search(rf"\.entry\s+{re.escape(name)}\s*\(([^)]*)\)", ptx)
@@ -101,22 +137,64 @@ def _ptx_params(ptx: str, name: str) -> list[str]:
     return [p.strip() for p in m.group(1).split(",") if p.strip()]
 
 
+def _ptx_kinds(kernel) -> list[str]:
+    params = _ptx_params(kernel.ptx, kernel.name)
+    return ["ptr" if ".u64" in p else "i32" if ".u32" in p or ".s32" in p else p for p in params]
+
+
 @pytest.mark.parametrize("trt_release", tensorrt_bindings.AOT_RELEASES, indirect=True)
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("mode,interval,H,W,what", CASES)
 def test_plugin_through_real_tensorrt_plugin(trt_release, trt_nodes, precision, mode, interval, H, W, what):
+    node, types, attrs = trt_nodes[(precision, mode, interval)]
+    lay = group_layout(H, W, attrs["group_size"], interval, mode == "lda")  # the model's layout: the oracle
+    assert _replay(trt_release, node, types, attrs, H, W, lay, what).family == 0
+
+
+@pytest.mark.parametrize("trt_release", tensorrt_bindings.AOT_RELEASES, indirect=True)
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("mode,G,interval,H,W,kind,what", PP_CASES)
+def test_plugin_through_real_tensorrt_plugin_pp(trt_release, trt_nodes_pp, precision, mode, G, interval, H, W, kind,
+                                                what):
+    """CrossFormer++ nodes (family 1) of pp-tiny: the extra args and grid follow CrossFormer++'s layout rule."""
+    node, types, attrs = trt_nodes_pp[(precision, mode, G, interval)]
+    lay = group_layout(H, W, G, interval, mode == "lda", pp=True)  # the model's CrossFormer++ layout: the oracle
+    _assert_case_is(kind, lay, G, interval, mode == "lda")
+    got = _replay(trt_release, node, types, attrs, H, W, lay, what)
+    assert got.family == 1, "the family field did not reach the plugin as 1"
+
+
+def _assert_case_is(kind: str, lay, G: int, interval: int, lda: bool) -> None:
+    """The case exercises what it says, under CrossFormer++'s rule, and (but for plain SDA) a plugin that
+    ignored ``family`` would compute another layout."""
+    _, valid = group_index(lay)
+    real = valid.any(1)  # per group: holds at least one real token
+    Hp, Wp = lay.nh * lay.gh, lay.nw * lay.gw  # the padded map
+    if kind == "small":
+        assert (lay.gh, lay.gw, lay.nh, lay.nw, lay.s) == (lay.H, lay.W, 1, 1, 1), "one H x W group"
+    else:
+        assert (lay.gh, lay.gw, lay.s) == (G, G, interval if lda else 1), "G x G groups of stride I (LDA) or 1"
+        assert (Hp, Wp) != (lay.H, lay.W), "the map is padded"
+        assert Hp % (G * lay.s) == 0 and Wp % (G * lay.s) == 0
+    assert (kind == "all_padding") == (not bool(real.all())), "all-padding groups exactly where announced"
+    if kind != "sda":
+        assert lay != group_layout(lay.H, lay.W, G, interval, lda, pp=False), "the case must tell the families apart"
+
+
+def _replay(trt_release, node, types, attrs, H: int, W: int, lay, what: str):
+    """Replay the parser + builder on ``node``, check the layer against the oracle layout ``lay`` at B=3, H, W;
+    return the attributes as the plugin received them."""
     trt, _trtp, tensorrt_plugin = trt_release
     tensorrt_plugin.register()
     tensorrt_plugin.register()  # idempotent
-    node, (qkv_type, table_type), attrs = trt_nodes[(precision, mode, interval)]
-    heads, G = attrs["num_heads"], attrs["group_size"]
-    lay = group_layout(H, W, G, interval, mode == "lda")  # the model's layout: the oracle
+    qkv_type, table_type = types
+    mode, heads = attrs["mode"].decode(), attrs["num_heads"]
     C = heads * 32
     TH, TW = 2 * lay.gh + 1, 2 * lay.gw + 3  # a profile's table is sized for its largest group: bigger is fine
 
     creator = find_creator(trt, node)
     assert creator is not None, "the parser would not find crossformer::GroupedAttention"
-    assert [f.name for f in creator.field_names] == ["num_heads", "mode", "group_size", "interval", "scale"]
+    assert [f.name for f in creator.field_names] == FIELDS
     fields = parser_fields(creator, node)
     assert fields[1].data.tobytes() == mode.encode() + b"\0"  # what the parser really sends
     qkv_dt, table_dt = TRT_DTYPE[qkv_type], TRT_DTYPE[table_type]
@@ -142,27 +220,31 @@ def test_plugin_through_real_tensorrt_plugin(trt_release, trt_nodes, precision, 
                                                                           -(-n_tok // block_m)), what
         assert launch["block_x"] % 32 == 0 and (launch["block_y"], launch["block_z"]) == (1, 1)
         assert 0 < launch["shared_mem"] <= 48 * 1024
-        assert extra == [H, W, lay.gh, lay.gw, lay.nh, lay.nw, lay.s_out, lay.s_in, TH, TW], what
+        assert extra == [H, W, lay.gh, lay.gw, lay.nh, lay.nw, lay.s, TH, TW], what
         assert all(e.dtype == ft.PluginArgDataType.INT32 for e in kernel.extra)
         # TensorRT launches with: input pointers, the extra args, output pointers. Nothing else.
-        params = _ptx_params(kernel.ptx, kernel.name)
-        kinds = ["ptr" if ".u64" in p else "i32" if ".u32" in p or ".s32" in p else p for p in params]
-        assert kinds == ["ptr"] * 2 + ["i32"] * len(kernel.extra) + ["ptr"]
+        assert _ptx_kinds(kernel) == ENTRY_KINDS
+    family = next(f for f in fields if f.name == "family")
+    assert family.data.dtype == np.int32 and family.data.tolist() == [attrs["family"]]  # the parser's int32[1]
+    return tensorrt_plugin.Attrs.of(**layer.plugin.attrs)
 
 
 @pytest.mark.parametrize("trt_release", tensorrt_bindings.AOT_RELEASES, indirect=True)
-def test_parser_fields_reach_the_plugin_as_plain_values(trt_release, trt_nodes):
-    """'lda\\0' must not become an SDA layout, int32[1] / float32[1] must not trip int(array) on NumPy >= 2.4."""
+def test_parser_fields_reach_the_plugin_as_plain_values(trt_release, trt_nodes, trt_nodes_pp):
+    """'lda\\0' must not become an SDA layout, int32[1] / float32[1] must not trip int(array) on NumPy >= 2.4,
+    and ``family`` (int32[1]) must arrive as 0 from a CrossFormer node and 1 from a CrossFormer++ node."""
     trt, _trtp, tensorrt_plugin = trt_release
     tensorrt_plugin.register()
-    node, _, attrs = trt_nodes[("fp32", "lda", 4)]
-    creator = find_creator(trt, node)
-    plugin = creator.create_plugin(creator.name, creator.plugin_namespace,
-                                   ft.PluginFieldCollection(parser_fields(creator, node)), ft.TensorRTPhase.BUILD,
-                                   ft.QuickPluginCreationRequest.UNKNOWN)
-    a = tensorrt_plugin.Attrs.of(**plugin.attrs)
-    scale = float(np.float32(attrs["scale"]))  # the parser sends float32
-    assert a == tensorrt_plugin.Attrs(attrs["num_heads"], "lda", attrs["group_size"], 4, scale)
+    for (node, _, attrs), family in ((trt_nodes[("fp32", "lda", 4)], 0), (trt_nodes_pp[("fp32", "lda", 4, 2)], 1)):
+        creator = find_creator(trt, node)
+        plugin = creator.create_plugin(creator.name, creator.plugin_namespace,
+                                       ft.PluginFieldCollection(parser_fields(creator, node)), ft.TensorRTPhase.BUILD,
+                                       ft.QuickPluginCreationRequest.UNKNOWN)
+        assert plugin.attrs["family"].dtype == np.int32 and plugin.attrs["family"].tolist() == [family]
+        a = tensorrt_plugin.Attrs.of(**plugin.attrs)
+        scale = float(np.float32(attrs["scale"]))  # the parser sends float32
+        assert a == tensorrt_plugin.Attrs(attrs["num_heads"], "lda", attrs["group_size"], attrs["interval"], scale,
+                                          family)
 
 
 @pytest.mark.parametrize("trt_release", ["10.6.0"], indirect=True)
@@ -176,13 +258,16 @@ def test_register_names_the_tensorrt_it_needs(trt_release):
 def test_attrs_normalise_every_encoding():
     from crossformer_deploy.plugins.tensorrt_plugin import Attrs
 
-    want = Attrs(3, "lda", 7, 4, 0.25)
+    want = Attrs(3, "lda", 7, 4, 0.25, 1)
     assert Attrs.of(np.array([3], np.int32), "lda\x00", np.array([7], np.int32), np.array([4], np.int32),
-                    np.array([0.25], np.float32)) == want
-    assert Attrs.of(3, b"lda\x00", 7, 4, 0.25) == want
-    assert Attrs.of(np.int64(3), np.frombuffer(b"lda\x00", np.int8), 7, 4, np.float64(0.25)) == want
+                    np.array([0.25], np.float32), np.array([1], np.int32)) == want
+    assert Attrs.of(3, b"lda\x00", 7, 4, 0.25, 1) == want
+    assert Attrs.of(np.int64(3), np.frombuffer(b"lda\x00", np.int8), 7, 4, np.float64(0.25), np.int64(1)) == want
+    assert Attrs.of(3, "lda", 7, 4, 0.25).family == 0  # a node without the attribute (exports before CrossFormer++)
     with pytest.raises(ValueError, match="mode must be 'sda' or 'lda'"):
         Attrs.of(3, "xda\x00", 7, 4, 0.25)
+    with pytest.raises(ValueError, match=r"family must be 0 .* or 1"):
+        Attrs.of(3, "lda", 7, 4, 0.25, np.array([2], np.int32))
     with pytest.raises(ValueError, match="must hold one value"):
         Attrs.of(np.array([3, 4], np.int32), "sda", 7, 4, 0.25)
 
@@ -202,9 +287,11 @@ def test_trim_to_abi_drops_only_unreferenced_hidden_params():
     from crossformer_deploy.plugins.ptx import PTXABIError, entry_params, trim_to_abi
     from crossformer_deploy.plugins.triton_kernel import SCALAR_ARGS
 
+    assert SCALAR_ARGS == ("H", "W", "gh", "gw", "nh", "nw", "s", "TH", "TW")
     k = _compiled()
     name, ptx = k.metadata.name, k.asm["ptx"]
     n = 2 + len(SCALAR_ARGS) + 1
+    assert n == len(ENTRY_KINDS) == 12
     before = entry_params(ptx, name)
     assert len(before) >= n  # Triton >= 3.3 declares its scratch pointers after ours
     trimmed = trim_to_abi(ptx, name, n)
