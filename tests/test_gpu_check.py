@@ -135,16 +135,22 @@ def test_report_table_and_goals():
                    "pp_s_sums": {8: {"fused_ms": 0.2, "eager_ms": 0.3, "sdpa_ms": 0.4, "vs_eager": 1.5,
                                      "vs_sdpa": 2.0}}},
         "model": {"cosine_min": 0.9999, "top1_agreement": 1.0, "latency_b1_ms": 1.2, "eager_fp32_latency_b1_ms": 9.0,
-                  "throughput_b64_img_s": 5000, "eager_fp32_throughput_b64_img_s": 900}}}
+                  "throughput_b64_img_s": 5000, "eager_fp32_throughput_b64_img_s": 900},
+        "model_pp": {"cosine_min": 0.999, "top1_agreement": 1.0, "latency_b1_ms": 1.5,
+                     "eager_fp32_latency_b1_ms": 12.0, "throughput_b64_img_s": 4000,
+                     "eager_fp32_throughput_b64_img_s": 700}}}
     report["goals"] = gpu_check.goals(report)
     assert {k: v[2] for k, v in report["goals"].items()} == {
-        "fused_vs_eager_b8": True, "s_b1_latency_ms": False, "fp16_cosine": True, "fp16_top1": True}
+        "fused_vs_eager_b8": True, "s_b1_latency_ms": False, "fp16_cosine": True, "fp16_top1": True,
+        "pp_s_fp16_cosine": False, "pp_s_fp16_top1": True}
     text = gpu_check.format_table(report)
     assert "kernel: 1/2 within bars; worst max|diff| fp32 1.00e-06, fp16 3.00e-03" in text
     assert "aot_abi: ERROR ImportError" in text
     assert "blocks b8 fp16 (sum over S's blocks): fused 0.100 ms, eager 0.250 ms (2.50x)" in text
     assert "blocks b8 fp16 (sum over CrossFormer++-S's blocks): fused 0.200 ms, eager 0.300 ms (1.50x)" in text
     assert "goal s_b1_latency_ms: 1.2 vs <= 1.0 -> NOT MET" in text
+    assert "model CrossFormer++-S fp16 torch-cuda vs fp32 eager: cosine 0.999000, top-1 100.0 %, b1 1.500 ms" in text
+    assert "goal pp_s_fp16_cosine: 0.999 vs >= 0.9995 -> NOT MET" in text
     assert gpu_check.gpu_file_name("NVIDIA H200") == "nvidia-h200.json"
 
 
