@@ -9,7 +9,7 @@ import sys
 from ..cache import cache_dir
 from ..errors import ImageError, UsageError
 from ..export.metadata import ModelInfo
-from ..model.config import VARIANT_CHOICES
+from ..model.config import VARIANT_CHOICES, get_config
 from ..runtime.classify import classify
 from ..runtime.open import open_runner, read_model_info
 from ..runtime.preprocess import list_images
@@ -70,9 +70,10 @@ def ensure_model(args: argparse.Namespace) -> str:
     tag = label.split("sha256=")[1][:16] if args.weights else "random0"
     path = os.path.join(cache_dir(), f"crossformer-{variant or 'ckpt'}-{tag}.onnx")
     if not os.path.exists(path):
-        print(f"exporting {'CrossFormer-' + variant.upper() if variant else args.weights} to ONNX once: {path}",
-              file=sys.stderr)
+        # the checkpoint is read (and checked against --variant) before saying an export is on its way
         model, info = classifier_from_args(args.variant, args.weights, label)
+        print(f"exporting {get_config(variant).label if variant else args.weights} to ONNX once: {path}",
+              file=sys.stderr)
         export(model, path, info)
     return path
 

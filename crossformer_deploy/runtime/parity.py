@@ -62,6 +62,10 @@ def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tol: Toleran
     from polygraphy.logger import G_LOGGER
 
     G_LOGGER.module_severity = G_LOGGER.CRITICAL  # our table is the report, not Polygraphy's log
+    # Polygraphy views its arrays in place and refuses strided ones; a backbone's stage maps come out of
+    # PyTorch as permuted (NHWC -> NCHW) views.
+    ref = {k: np.ascontiguousarray(v) for k, v in ref.items()}
+    got = {k: np.ascontiguousarray(v) for k, v in got.items()}
     atol = {k: tol.max_abs if tol.max_abs is not None else np.inf for k in got}
     if tol.max_abs_of_range is not None:  # per output: each is held to its own scale
         atol = {k: min(a, tol.max_abs_of_range * float(ref[k].max() - ref[k].min())) for k, a in atol.items()}

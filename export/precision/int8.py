@@ -1,9 +1,11 @@
 """fp32 ONNX -> explicit INT8 Q/DQ ONNX (post-training, calibrated), in the form TensorRT takes.
 
-Quantized: the inputs of MatMul (Linear layers and both attention matmuls), Conv (patch embeddings)
-and, optionally, the classifier Gemm. Weights int8 per output channel, activations int8 per tensor,
-all symmetric (zero point 0). Everything else stays float: LayerNorm, Softmax, GELU, residual Adds,
-the DPB MLP and the mask (nothing computed from the image passes through them). Biases stay float:
+Quantized: the inputs of MatMul (Linear layers and both attention matmuls), Conv (patch embeddings,
+patch merging) and, optionally, the classifier Gemm. Weights int8 per output channel, activations int8
+per tensor, all symmetric (zero point 0). Everything else stays float: LayerNorm, Softmax, GELU,
+residual Adds, the DPB MLP and the mask (nothing computed from the image passes through them), and two
+things that would quantize badly (``excluded_nodes``): the probabilities x V matmul of blocks with wide
+groups (CrossFormer++'s 14 x 14) and CrossFormer++'s amplitude cooling conv. Biases stay float:
 TensorRT's quantized types are int8/int4/fp8/fp4 (no int32 bias DequantizeLinear, as ORT writes by
 default); a float bias is fused into the int8 GEMM/conv.
 Weights are 7-bit ([-64, 64]) in the ``reduced-range`` scheme (the default: accurate on CPUs without VNNI
@@ -30,6 +32,7 @@ import io
 import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,6 +40,7 @@ import onnx
 
 from ...errors import UsageError
 from ..onnx_export import read_info, save_onnx, set_metadata
+from ..passes.blocks import Architecture
 from . import calibration
 from .calibration import CalibrationSet, cache_key, default_cache_path, load_ranges, save_ranges
 from .fp16 import activation_tensors
@@ -45,6 +49,32 @@ from .schemes import PORTABLE, SYMMETRIC, check_scheme
 QUANTIZED_OPS = ("MatMul", "Conv", "Gemm")
 DPB_SCOPE = "/attn/pos/"
 HEAD_SCOPE = "/head/"
+# CrossFormer++'s amplitude cooling layer (depthwise 3x3 conv, then ex_ln): kept float. Its input is the
+# raw residual stream, the one quantized input that no LayerNorm or Linear precedes: a per-tensor int8
+# range is set by the stream's largest channel (trained transformers have outlier channels) and the
+# ex_ln right after it rescales every channel back, small (coarsely quantized) ones included. And there
+# is nothing to win back: 9 MACs per channel and pixel against >= 12 C for the block's Linear layers
+# (< 1 % of a block). Measured by hand on pp-tiny (perturbed weights, calibrated at 224 on 16 images,
+# worst cosine vs PyTorch over 2 random inputs at 224 / 64x96 / 224x320 and 4 calibration images):
+#   reduced-range, ex_conv int8:                0.99977 / 0.99971 / 0.99972 / 0.99978
+#   reduced-range, ex_conv float:               0.99985 / 0.99977 / 0.99975 / 0.99985
+#   one outlier channel (x30), ex_conv int8:    0.99729 / 0.82013 / 0.99729 / 0.99902
+#   one outlier channel (x30), ex_conv float:   0.99849 / 0.92531 / 0.99723 / 0.99966
+# (Were it quantized: its weight [C, 1, 3, 3] gets one scale per output channel on axis 0, which for a
+# depthwise conv is one per channel, as wanted.)
+ACL_SCOPE = "/ex_conv/"
+# Softmax outputs are quantized on [0, 1] with step 1/127 (``bounded_ranges``); in a group of N tokens the
+# average probability is 1/N, so beyond ~64 tokens most probabilities are a step or less and P x V loses
+# most of its content. CrossFormer++ has 14 x 14 groups (stage 3 of pp-s/b/l/h and pp-tiny: 196 tokens,
+# and a whole 14 x W map at 224 x W). Measured by hand, calibrated at 224, worst cosine vs PyTorch on
+# random inputs at 224 / 224x320, P x V of those blocks int8 -> float:
+#   pp-tiny, random weights:                             0.983 / 0.966 -> 0.9998 / 0.9998
+#   pp-s, perturbed weights and a trained-size bias:     0.9915 / 0.975 -> 0.9996 / 0.9996
+# while keeping the 49-token groups (G = 7) float too gains < 1e-4. So the P x V matmul of a block whose
+# groups can exceed this many tokens stays float (6 % of a 14 x 14 block's MACs at C = 256); QK^T, whose
+# range calibration sets, stays quantized.
+PROBS_MAX_TOKENS = 64
+_BLOCK = re.compile(r"^/layers\.(\d+)/blocks\.(\d+)/")
 
 
 def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os.PathLike | None,
@@ -72,7 +102,7 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
         raise UsageError(f"this graph is static at {info.input_size[0]}x{info.input_size[1]}: "
                          f"calibrate at that size, not {size[0]}x{size[1]}")
     images = CalibrationSet.from_folder(calib_dir, info, count, size, seed)
-    exclude = excluded_nodes(proto, quantize_head, quantize_attention)
+    exclude = excluded_nodes(proto, quantize_head, quantize_attention, size)
     tensors = quantized_inputs(proto, exclude)
     key = cache_key(proto, method, images, tensors)
     cache_path = os.fspath(cache_path) if cache_path is not None else default_cache_path(key)
@@ -83,18 +113,23 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
     q = quantize_with_ranges(proto, ranges, method, exclude, scheme)
     extra = {**info.extra, "int8": {"scheme": scheme, "calibration": method, "images": len(images), "size": list(size),
                                     "cache_key": key, "quantize_head": quantize_head,
-                                    "quantize_attention": quantize_attention}}
+                                    "quantize_attention": quantize_attention,
+                                    "float_probability_matmuls": len(wide_group_pv(proto, size))}}
     set_metadata(q, {"precision": "int8", "extra": json.dumps(extra)})
     if out_path is not None:
         save_onnx(q, out_path)
     return q
 
 
-def excluded_nodes(proto: onnx.ModelProto, quantize_head: bool = False, quantize_attention: bool = True) -> list[str]:
-    """Quantizable nodes to leave in float: the DPB MLP, anything not computed from the image, the head."""
+def excluded_nodes(proto: onnx.ModelProto, quantize_head: bool = False, quantize_attention: bool = True,
+                   size: tuple[int, int] | None = None) -> list[str]:
+    """Quantizable nodes to leave in float: the DPB MLP, anything not computed from the image, the head,
+    CrossFormer++'s cooling convs (``ACL_SCOPE``) and the P x V matmuls of wide groups (``wide_group_pv``,
+    judged at ``size``, default the export size)."""
     g = proto.graph
     act = activation_tensors(g)
     weights = {t.name for t in g.initializer}
+    wide = wide_group_pv(proto, size)
     out = []
     for n in g.node:
         if n.op_type not in QUANTIZED_OPS:
@@ -102,8 +137,36 @@ def excluded_nodes(proto: onnx.ModelProto, quantize_head: bool = False, quantize
         attention_matmul = n.op_type == "MatMul" and not any(i in weights for i in n.input)
         if (DPB_SCOPE in n.name or not any(i in act for i in n.input)
                 or (not quantize_head and HEAD_SCOPE in n.name)
-                or (not quantize_attention and attention_matmul)):
+                or (not quantize_attention and attention_matmul)
+                or ACL_SCOPE in n.name or n.name in wide):
             out.append(n.name)
+    return out
+
+
+def wide_group_pv(proto: onnx.ModelProto, size: tuple[int, int] | None = None) -> set[str]:
+    """The probabilities x V MatMuls (first input a Softmax's output) of blocks whose groups can hold more
+    than ``PROBS_MAX_TOKENS`` tokens: at ``size`` (default the export size), or G x G, which every map
+    larger than G is cut into (a dynamic graph runs at other sizes than it was calibrated at).
+
+    CrossFormer's LDA groups, ceil(map / I) a side, grow with the input instead: calibrated at 224 they
+    hold 49 tokens and stay quantized, also in a graph later run at 448 (196-token groups)."""
+    from ...model.grouping import group_layout
+
+    props = {p.key: p.value for p in proto.metadata_props}
+    arch = Architecture.from_props(props)
+    h, w = size or read_info(proto).input_size
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    out = set()
+    for n in proto.graph.node:
+        m = _BLOCK.match(n.name)
+        src = producer.get(n.input[0]) if n.op_type == "MatMul" else None
+        if m is None or src is None or src.op_type != "Softmax":
+            continue
+        stage, lda = int(m.group(1)), int(m.group(2)) % 2 == 1
+        g, stride = arch.group_sizes[stage], 4 * 2**stage
+        lay = group_layout(h // stride, w // stride, g, arch.intervals[stage], lda, arch.pp)
+        if max(lay.gh * lay.gw, g * g) > PROBS_MAX_TOKENS:
+            out.add(n.name)
     return out
 
 
