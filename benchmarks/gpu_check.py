@@ -121,10 +121,11 @@ def bench_model(torch, n_images: int = 64, variant: str = "s") -> dict:
     import numpy as np
 
     from crossformer_deploy.model.factory import build_model
+    from crossformer_deploy.model.synthetic import perturb
     from crossformer_deploy.runtime.parity import cosine_rows
     from crossformer_deploy.runtime.torch_cuda_runner import TorchCudaRunner
 
-    model = _perturb(torch, build_model(variant, None, "classifier", 1000, seed=0)).eval()
+    model = perturb(build_model(variant, None, "classifier", 1000, seed=0)).eval()
     runner = TorchCudaRunner(model).load()  # fuses and casts a copy
     ref = model.cuda()
     x = torch.randn(n_images, 3, 224, 224, generator=torch.Generator().manual_seed(0)).cuda()
@@ -141,17 +142,6 @@ def bench_model(torch, n_images: int = 64, variant: str = "s") -> dict:
         e64 = gc.cuda_ms(lambda: ref(x[:64]), warmup=2, iters=10)
     out.update({"throughput_b64_img_s": 64e3 / t64, "eager_fp32_throughput_b64_img_s": 64e3 / e64})
     return out
-
-
-def _perturb(torch, model):
-    """As tests/helpers.perturb: LayerNorms and biases off their init values, logits of order 1."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.add_(0.05 * torch.randn(p.shape, generator=g))
-        model.head.weight.mul_(20.0)
-    return model
 
 
 _TORCH = {"fp32": "float32", "fp16": "float16"}

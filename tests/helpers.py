@@ -10,6 +10,9 @@ import onnx
 import torch
 
 from crossformer_deploy.model.crossformer import CrossFormer
+from crossformer_deploy.model.synthetic import perturb, strong_position_bias, trained_like
+
+__all__ = ["perturb", "strong_position_bias", "trained_like"]  # re-exported for the tests
 
 
 def cli(cmd: str, *args: str, env_extra: dict | None = None, cwd: str | None = None,
@@ -35,33 +38,11 @@ def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> No
         assert f in lines[0], lines[0]
 
 
-def perturb(model: CrossFormer, seed: int = 0, scale: float = 0.05) -> CrossFormer:
-    """Random init leaves LayerNorm at (1, 0) and biases at 0: move them so that a slip shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.add_(scale * torch.randn(p.shape, generator=g))
-        if model.mode == "classifier":
-            model.head.weight.mul_(20.0)  # logits of order 1, like a trained model's
-    return model
-
-
-def strong_position_bias(model: CrossFormer, factor: float = 10.0) -> CrossFormer:
-    """Scale every DPB's last layer so that its bias has the few units of a trained model's (random init gives
-    ~0.3): a parity bound must be shown to catch a lost bias on a model where the bias matters."""
-    with torch.no_grad():
-        for block in _blocks(model):
-            block.attn.pos.pos3[2].weight.mul_(factor)
-            block.attn.pos.pos3[2].bias.mul_(factor)
-    return model
-
-
 def parity_model(mode: str = "classifier") -> CrossFormer:
     """CrossFormer-S for parity bounds: perturbed (logits span tens of units) with a trained-size position bias."""
     from crossformer_deploy.model.factory import build_model
 
-    return strong_position_bias(perturb(build_model("s", None, mode, 1000, seed=0))).eval()
+    return trained_like(build_model("s", None, mode, 1000, seed=0))
 
 
 # Faults a parity bound must catch (injected into a copy of the model, then exported and run).

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from crossformer_deploy.bench import Result, check_backends, format_table, goal
+from crossformer_deploy.bench import Result, check_backends, format_table, goal, recommend
+from crossformer_deploy.bench.run import _ratios
 from crossformer_deploy.errors import InputSizeError, UsageError
 from crossformer_deploy.model.factory import build_model
 
@@ -19,7 +20,7 @@ from .test_cli import SAMPLE
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (the openvino extra)")
 FIELDS = {"size", "batch", "backend", "status", "note", "graph", "precision", "build_s", "median_ms", "p90_ms",
-          "images_per_s", "vs_torch", "vs_ov_bf16", "max_abs", "cosine", "within_tolerance"}
+          "images_per_s", "vs_torch", "vs_peer", "max_abs", "cosine", "within_tolerance"}
 
 
 def test_bench_cli_table_and_json(tmp_path):
@@ -45,10 +46,13 @@ def test_bench_cli_table_and_json(tmp_path):
         assert row["images_per_s"] == pytest.approx(1e3 / row["median_ms"])
         assert row["vs_torch"] == pytest.approx(rows["torch"]["median_ms"] / row["median_ms"])
         assert row["max_abs"] <= 1e-4 and row["cosine"] > 0.99999 and row["within_tolerance"], row
-        assert row["vs_ov_bf16"] is None  # ov-bf16 was not run: no ratio invented
+        peer = "ov-f32" if HAS_OPENVINO and rows["ov-f32"]["median_ms"] < rows["ort"]["median_ms"] else "ort"
+        assert row["vs_peer"] == pytest.approx(rows[peer]["median_ms"] / row["median_ms"])  # the fastest peer
     # a backend that cannot be built here is a note, not a crash (a GPU box with TensorRT would run it)
     assert rows["tensorrt"]["status"] in ("ok", "skipped")
-    assert rep["goal"] == []  # no ov-bf16 reference in this run
+    assert rep["goal"] == []  # none of our paths in this run: no goal invented
+    assert [(r["precision"], r["backend"]) for r in rep["recommendations"]] == [("fp32", min(
+        (n for n in backends.split(",")[:-1]), key=lambda n: rows[n]["median_ms"]))]
 
 
 def test_bench_bad_arguments(tmp_path, capsys):
@@ -69,19 +73,50 @@ def test_bench_bad_arguments(tmp_path, capsys):
 def test_goal_and_table():
     rows = [Result("224x224", 1, "torch", "ok", median_ms=90.0, p90_ms=95.0, within_tolerance=True),
             Result("224x224", 1, "ov-bf16", "ok", median_ms=30.0, p90_ms=31.0, within_tolerance=True),
+            Result("224x224", 1, "ov-nncf-int8", "ok", median_ms=20.0, p90_ms=21.0, within_tolerance=False),
+            Result("224x224", 1, "ort", "ok", median_ms=60.0, p90_ms=61.0, within_tolerance=True),
+            Result("224x224", 1, "ort-target", "ok", median_ms=62.0, p90_ms=63.0, within_tolerance=True),
             Result("224x224", 1, "ort-int8", "ok", median_ms=10.0, p90_ms=11.0, within_tolerance=False),
             Result("224x224", 1, "ov-int8", "ok", median_ms=24.0, p90_ms=25.0, within_tolerance=True),
-            Result("224x224", 1, "ort-fp16", "skipped", note="to_fp16 is not available")]
-    for r in rows:
-        if r.median_ms:
-            r.vs_ov_bf16 = 30.0 / r.median_ms
-    g = goal(rows)  # ort-int8 is fastest but outside its tolerance: it does not count
-    assert g["best"] == "ov-int8" and g["vs_ov_bf16"] == pytest.approx(1.25) and g["met"]
-    text = format_table({"results": [asdict(r) for r in rows], "goal": [g], "profiles": []})
-    assert "outside tolerance" in text and "skipped: to_fp16 is not available" in text
-    assert "best ov-int8 is 1.25x OpenVINO bf16 (bar 1.2x): met" in text
+            Result("224x224", 1, "ort-fp16", "skipped", note="emulated, skipped: no avx512_bf16")]
+    _ratios(rows)
+    # the NNCF peer is fastest but outside its bar: the fastest faithful peer is ov-bf16; ort-int8 is ours and
+    # fastest but outside its bar: ov-int8 is our fastest faithful path
+    assert [r.vs_peer for r in rows[:2]] == [pytest.approx(30 / 90), 1.0]
+    g = goal(rows)
+    assert g["best"] == "ov-int8" and g["best_peer"] == "ov-bf16" and g["vs_peer"] == pytest.approx(1.25)
+    assert g["met"] and g["ort_target_vs_plain"] == pytest.approx(60 / 62) and g["ort_target_not_slower"]
+    report = {"model": "s", "results": [asdict(r) for r in rows], "goal": [g], "profiles": []}
+    text = format_table(report)
+    assert "outside tolerance" in text and "skipped: emulated, skipped: no avx512_bf16" in text
+    assert ("ours ov-int8 is 1.25x the fastest faithful peer ov-bf16 (bar 1.2x): met; ort-target 0.97x plain "
+            "ORT (bar 0.95x): met") in text
+    rec = {r["precision"]: r for r in recommend(report)}
+    assert {p: r["backend"] for p, r in rec.items()} == {"fp32": "ort", "bf16": "ov-bf16", "int8": "ov-int8"}
+    assert rec["int8"]["export"] == ("crossformer-export --variant s --weights W --static 224x224 --target openvino "
+                                     "--int8 --calib CALIB_DIR -o model.onnx")
+    rows[6].within_tolerance = False  # then our fastest faithful path is ort-target, slower than the peer
+    g = goal(rows)
+    assert g["best"] == "ort-target" and g["vs_peer"] == pytest.approx(30 / 62) and not g["met"]
+    rows[4].within_tolerance = False  # no faithful path of ours left: no goal
+    assert goal(rows) is None
     with pytest.raises(UsageError, match="unknown backend 'nope'"):
         check_backends(["torch", "nope"])
+
+
+def test_bf16_is_skipped_where_it_would_be_emulated():
+    from crossformer_deploy.bench.machine import emulated
+
+    assert emulated("bf16", frozenset({"avx2", "fma"})) == "this CPU has neither avx512_bf16 nor amx_bf16"
+    assert emulated("bf16", frozenset({"avx2", "avx512_bf16"})) is None
+    assert emulated("bf16", frozenset({"avx2", "amx_bf16"})) is None
+    assert emulated("int8", frozenset({"avx2"})) is None and emulated("fp32", frozenset({"avx2"})) is None
+    from crossformer_deploy.bench.backends import Context, EmulatedError, build
+
+    zen3 = Context(model=None, graphs=None, threads=2, shape=(1, 3, 64, 64), flags=frozenset({"avx2", "fma"}))
+    for name in ("torch-bf16", "ov-bf16", "ov-target-bf16"):
+        with pytest.raises(EmulatedError, match="emulated, skipped: this CPU has neither avx512_bf16 nor amx_bf16"):
+            build(name, zen3)  # refused before anything is built (model and graphs are None here)
 
 
 def test_openvino_runner_import_and_missing_package(tiny_onnx):

@@ -8,6 +8,7 @@ import shlex
 import sys
 
 from .. import bench
+from ..bench.profile import PROFILABLE
 from ..errors import UsageError
 from ..fileio import check_output_path, write_bytes_atomic
 from ..model.config import VARIANT_CHOICES
@@ -21,11 +22,17 @@ EXAMPLES = f"""examples:
       --plot benchmarks/cpu_s_224.png
   crossformer-bench --variant tiny --sizes 64 --backends torch,ort,ov-f32 --repeats 5
   crossformer-bench --variant s --backends ort-static,ort-target --profile --profile-backend ort-target
+  crossformer-bench --variant s --batch 1,8 --recommend     # the fastest faithful path here, and how to get it
   crossformer-bench --variant s --provider torch-cuda --batch 1,64      # an NVIDIA GPU
 
 backends: {', '.join(bench.BACKENDS)}
+peers (what a user runs without us): {', '.join(bench.PEERS)}; ours: {', '.join(bench.OURS)}
 Backends are timed interleaved (round-robin), so only ratios within one run are meaningful; a backend
-that cannot be built (a missing package, a pass not written yet) is skipped with a one-line note.
+that cannot be built (a missing package, bf16 on a CPU without bf16 instructions) is skipped with a
+one-line note. Without --weights the model's random weights are made trained-like (perturbed biases and
+LayerNorms, logits of order 1, a position bias of a trained model's size), so that the accuracy column
+tells a faithful path (fp32 max abs <= 1e-4, bf16/fp16 cosine >= 0.9995, int8 cosine >= 0.99) from one
+that is not.
 """
 
 
@@ -56,9 +63,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="write the report (machine, command, results) here")
     p.add_argument("--plot", metavar="PNG", help="bar chart of images/s (needs matplotlib: the plot extra)")
     p.add_argument("--profile", action="store_true", help="time per op type of --profile-backend after timing")
-    p.add_argument("--profile-backend", default="ort-target", choices=[b for b in bench.BACKENDS
-                                                                       if b.startswith(("ort", "ov"))],
+    p.add_argument("--profile-backend", default="ort-target", choices=PROFILABLE,
                    help="backend to profile (default ort-target)")
+    p.add_argument("--recommend", action="store_true",
+                   help="after the table: per case and precision, the fastest path within its bar on this "
+                   "machine, with the commands that produce and run it")
+    p.add_argument("--run-emulated", action="store_true",
+                   help="also time bf16 paths on a CPU without avx512_bf16 / AMX (emulated: seconds per call)")
     return p
 
 
@@ -78,10 +89,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         backends=bench.check_backends(_backends(args)), threads=args.threads,
         repeats=args.repeats, warmup=max(0, args.warmup), block=args.block, pause=max(0.0, args.pause),
         seed=args.seed, calib=args.calib,
-        profile_backend=args.profile_backend if args.profile else None)
+        profile_backend=args.profile_backend if args.profile else None, run_emulated=args.run_emulated)
     report = bench.run_bench(cfg, log=lambda line: print(line, file=sys.stderr))
     report["command"] = shlex.join(["crossformer-bench", *argv])
+    report["recommendations"] = bench.recommend(report)
     print(bench.format_table(report))
+    if args.recommend:
+        print(bench.format_recommendations(report["recommendations"]))
     if args.json:
         write_bytes_atomic(args.json, (json.dumps(report, indent=1) + "\n").encode())
         print(f"wrote {args.json}", file=sys.stderr)
