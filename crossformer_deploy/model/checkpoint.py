@@ -21,7 +21,7 @@ import torch
 
 from ..errors import CheckpointError, first_line
 from . import safe_pickle
-from .config import TINIES, VARIANTS, CrossFormerConfig
+from .config import PP_GROUPING, TINIES, VARIANTS, CrossFormerConfig
 
 DERIVED = ("attn.biases", "attn.relative_position_index", "attn_mask")
 HEAD_KEYS = ("norm.weight", "norm.bias", "head.weight", "head.bias")
@@ -102,8 +102,8 @@ def infer_config(sd: dict[str, torch.Tensor]) -> tuple[CrossFormerConfig, int | 
         raise CheckpointError(f"not a CrossFormer checkpoint (keys start {some} ...)") from None
     num_classes = sd["head.weight"].shape[0] if "head.weight" in sd else None
     pp = any(".ex_conv." in k for k in sd)
-    family = dict(group_sizes=(4, 4, 14, 7)[:n_stages], intervals=(4, 2, 1, 1)[:n_stages],
-                  family="crossformer++") if pp else {}
+    family = {**PP_GROUPING, "group_sizes": PP_GROUPING["group_sizes"][:n_stages],
+              "intervals": PP_GROUPING["intervals"][:n_stages]} if pp else {}
     try:
         cfg = CrossFormerConfig(embed_dim, depths, heads, patch_sizes=patch_sizes, merge_sizes=merges,
                                 mlp_ratios=mlp_ratios, **family)

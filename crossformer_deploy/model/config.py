@@ -66,7 +66,7 @@ class CrossFormerConfig:
 
     @property
     def label(self) -> str:
-        """"CrossFormer-S", "CrossFormer++-S", "CrossFormer++-S2 (backbone)", "CrossFormer (custom)"."""
+        """"CrossFormer-S", "CrossFormer++-S", "CrossFormer++-S2", "CrossFormer++ (pp-tiny)"."""
         if self.name in VARIANTS:
             return ("CrossFormer++-" if self.pp else "CrossFormer-") + self.name.removeprefix("pp-").upper()
         return f"{'CrossFormer++' if self.pp else 'CrossFormer'} ({self.name})"
@@ -89,7 +89,8 @@ class CrossFormerConfig:
 
 
 FAMILIES = ("crossformer", "crossformer++")
-_PP = dict(group_sizes=(4, 4, 14, 7), intervals=(4, 2, 1, 1), family="crossformer++")
+# The classifiers' grouping (configs/crossformer_pp/*.yaml); also what a checkpoint is read with (it holds no G, I).
+PP_GROUPING = dict(group_sizes=(4, 4, 14, 7), intervals=(4, 2, 1, 1), family="crossformer++")
 # The authors' detection/segmentation configs of CrossFormer++ build CrossFormer_S2: pp-s's weights,
 # G = 7 and I = (8, 4, 2, 1) as in the original (the backbone they fine-tune).
 _PP_S2 = dict(group_sizes=7, intervals=(8, 4, 2, 1), family="crossformer++")
@@ -99,10 +100,10 @@ VARIANTS: dict[str, CrossFormerConfig] = {
     "s": CrossFormerConfig(96, (2, 2, 6, 2), (3, 6, 12, 24), name="s"),
     "b": CrossFormerConfig(96, (2, 2, 18, 2), (3, 6, 12, 24), name="b"),
     "l": CrossFormerConfig(128, (2, 2, 18, 2), (4, 8, 16, 32), name="l"),
-    "pp-s": CrossFormerConfig(64, (2, 2, 18, 2), (2, 4, 8, 16), **_PP, name="pp-s"),
-    "pp-b": CrossFormerConfig(96, (2, 2, 18, 2), (3, 6, 12, 24), **_PP, name="pp-b"),
-    "pp-l": CrossFormerConfig(128, (2, 2, 18, 2), (4, 8, 16, 32), **_PP, name="pp-l"),
-    "pp-h": CrossFormerConfig(128, (6, 6, 18, 2), (4, 8, 16, 32), **_PP, name="pp-h"),
+    "pp-s": CrossFormerConfig(64, (2, 2, 18, 2), (2, 4, 8, 16), **PP_GROUPING, name="pp-s"),
+    "pp-b": CrossFormerConfig(96, (2, 2, 18, 2), (3, 6, 12, 24), **PP_GROUPING, name="pp-b"),
+    "pp-l": CrossFormerConfig(128, (2, 2, 18, 2), (4, 8, 16, 32), **PP_GROUPING, name="pp-l"),
+    "pp-h": CrossFormerConfig(128, (6, 6, 18, 2), (4, 8, 16, 32), **PP_GROUPING, name="pp-h"),
     "pp-s2": CrossFormerConfig(64, (2, 2, 18, 2), (2, 4, 8, 16), **_PP_S2, name="pp-s2"),
 }
 
@@ -111,7 +112,7 @@ VARIANTS: dict[str, CrossFormerConfig] = {
 TINY = CrossFormerConfig(32, (2, 2, 2, 2), (1, 2, 4, 8), name="tiny")
 # Its CrossFormer++ twin: depth 4 puts a cooling layer on block 2 of stages 1-3; at 224 stage-1 and
 # stage-2 LDA pad (56 -> 64, 28 -> 32) and stages 3-4 meet the small-map rule.
-TINY_PP = CrossFormerConfig(32, (4, 4, 4, 2), (1, 2, 4, 8), **_PP, name="pp-tiny")
+TINY_PP = CrossFormerConfig(32, (4, 4, 4, 2), (1, 2, 4, 8), **PP_GROUPING, name="pp-tiny")
 TINIES = {"tiny": TINY, "pp-tiny": TINY_PP}
 # What --variant accepts on the command line.
 VARIANT_CHOICES = (*VARIANTS, *TINIES)
@@ -121,7 +122,7 @@ def get_config(variant: str | CrossFormerConfig) -> CrossFormerConfig:
     if isinstance(variant, CrossFormerConfig):
         return variant
     key = variant.lower().replace("crossformer++", "pp").removeprefix("crossformer-").removeprefix("crossformer_")
-    key = key.replace("_", "-").replace("pp-pp-", "pp-")
+    key = key.replace("_", "-")
     if key in TINIES:
         return TINIES[key]
     if key not in VARIANTS:
