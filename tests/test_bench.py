@@ -55,6 +55,28 @@ def test_bench_cli_table_and_json(tmp_path):
         (n for n in backends.split(",")[:-1]), key=lambda n: rows[n]["median_ms"]))]
 
 
+@needs_openvino
+def test_bench_nncf_peer_and_recommend(tmp_path):
+    """OpenVINO's own INT8 (NNCF) is a peer, built from the plain export on the images our INT8 calibrates on;
+    NNCF on our openvino-target graph is ours; --recommend names the export command of the fastest path."""
+    pytest.importorskip("nncf", reason="NNCF is not installed (the openvino extra)")
+    out = tmp_path / "bench.json"
+    r = cli("bench", "--variant", "tiny", "--sizes", "64", "--repeats", "1", "--warmup", "0", "--block", "1",
+            "--pause", "0", "--backends", "ort,ov-nncf-int8,ov-target-nncf-int8,ov-int8", "--recommend",
+            "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(out.read_text())
+    rows = {row["backend"]: row for row in rep["results"]}
+    for name in ("ov-nncf-int8", "ov-target-nncf-int8"):
+        assert rows[name]["status"] == "ok", rows[name]
+        assert "nncf.quantize(TRANSFORMER)" in rows[name]["graph"] and rows[name]["cosine"] > 0.5
+    assert rows["ov-target-nncf-int8"]["graph"].startswith("OpenVINO CPU: plain static Bx3x64x64 -> run_pipeline")
+    assert rep["machine"]["nncf"]
+    assert "fastest path within each precision's bar on this machine:" in r.stdout
+    assert {rec["precision"] for rec in rep["recommendations"]} <= {"fp32", "int8"}
+    assert all(rec["export"].startswith("crossformer-export --variant tiny") for rec in rep["recommendations"])
+
+
 def test_bench_bad_arguments(tmp_path, capsys):
     # In-process (main(argv)): these fail before any model is built, so a subprocess would only add start-up.
     from crossformer_deploy.cli.bench_cmd import main

@@ -27,8 +27,9 @@ RECIPES: dict[str, tuple[str, str]] = {
                        "OpenVINO with INFERENCE_PRECISION_HINT=bf16 (runtime/openvino_runner.py)"),
     "ov-int8": ("--static {size} --target openvino --int8 --calib CALIB_DIR -o model.onnx",
                 "crossformer-infer IMAGES --model model.onnx --provider openvino"),
-    "ov-target-nncf-int8": ("--static {size} --target openvino --int8 --int8-engine nncf --calib CALIB_DIR "
-                            "-o model.xml", "crossformer-infer IMAGES --model model.xml --provider openvino"),
+    "ov-target-nncf-int8": ("--static {size} --target openvino -o model.onnx",
+                            "then crossformer_deploy.bench.graphs.nncf_quantize(model.onnx, CALIB_DIR, ...) -> "
+                            "model.xml, run with OpenVINO (not a crossformer-export option: it lost to ov-int8)"),
     "tensorrt": ("--static {size} -o model.onnx", "ONNX Runtime's TensorRT execution provider"),
     "torch-cuda": ("", "crossformer-infer IMAGES --variant V --weights W --provider torch-cuda"),
 }
