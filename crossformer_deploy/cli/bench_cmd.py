@@ -18,8 +18,8 @@ PROVIDER_BACKENDS = {"cpu": [b for b in bench.BACKENDS if b not in ("tensorrt", 
                      "torch-cuda": ["torch", "torch-cuda"]}
 
 EXAMPLES = f"""examples:
-  crossformer-bench --variant s --sizes 224 --batch 1,8 --json benchmarks/cpu_s_224.json \\
-      --plot benchmarks/cpu_s_224.png
+  crossformer-bench --variant s --sizes 224 --batch 1,8 --json benchmarks/cpu/s_224.json \\
+      --plot benchmarks/cpu/s_224.png
   crossformer-bench --variant tiny --sizes 64 --backends torch,ort,ov-f32 --repeats 5
   crossformer-bench --variant s --backends ort-static,ort-target --profile --profile-backend ort-target
   crossformer-bench --variant s --batch 1,8 --recommend     # the fastest faithful path here, and how to get it
