@@ -89,6 +89,8 @@ def prepare_build(onnx_path: str | os.PathLike, profiles: str | Iterable[str] | 
     chosen = _profiles(profiles, info, dims)
     validate_for_model(chosen, info, dims)
     uses_plugin = graph_uses_plugin(proto)
+    if uses_plugin:
+        check_plugin_fields(proto, onnx_path)
     return BuildRequest(onnx_path=os.path.abspath(onnx_path), onnx_sha256=onnx_digest(onnx_path, proto), info=info,
                         input_name=name, input_dims=dims, profiles=tuple(chosen),
                         optimization_level=optimization_level, uses_plugin=uses_plugin,
@@ -135,6 +137,20 @@ def graph_uses_plugin(proto) -> bool:
                 if a.name == "plugin_namespace" and a.s.decode(errors="replace") == PLUGIN_DOMAIN:
                     return True
     return False
+
+
+def check_plugin_fields(proto, path: str) -> None:
+    """Every GroupedAttention node carries every plugin field: tensorrt.plugin has no defaults, so a missing one
+    (an export from before CrossFormer++ has no ``family``) would fail deep inside TensorRT's build."""
+    from ..plugins.tensorrt_plugin import FIELDS, PLUGIN_NAME
+
+    for node in proto.graph.node:
+        if node.domain == PLUGIN_DOMAIN and node.op_type == PLUGIN_NAME:
+            missing = [f for f in FIELDS if f not in {a.name for a in node.attribute}]
+            if missing:
+                raise ModelFileError(f"{path}: {node.name or PLUGIN_NAME} has no {', '.join(missing)} attribute "
+                                     "(exported by an older crossformer-export): export it again with "
+                                     "crossformer-export --target tensorrt")
 
 
 def onnx_digest(path: str, proto=None) -> str:

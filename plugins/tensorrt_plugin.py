@@ -37,6 +37,9 @@ MIN_TENSORRT = "10.9"
 TACTIC_BLOCKS = {1: (64, 64), 2: (32, 32)}
 # (qkv, table, output) dtypes the op accepts; the table is fp32 or qkv's dtype.
 IO_TYPES = ("FP32, FP32, FP32", "FP16, FP32, FP16", "FP16, FP16, FP16")
+# The plugin's fields, in the creator's order: TensorRT's ONNX parser hands over exactly the node's attributes,
+# and tensorrt.plugin takes no default values, so a node must carry every one (engines/build.py checks).
+FIELDS = ("num_heads", "mode", "group_size", "interval", "scale", "family")
 # Kernel pointer parameters around the extra args: TensorRT passes inputs, extra args, outputs.
 NUM_INPUTS, NUM_OUTPUTS = 2, 1
 

@@ -352,12 +352,19 @@ def test_plugin_detection_and_digest(tmp_path):
     assert not graph_uses_plugin(_tiny_graph())
     assert graph_uses_plugin(_tiny_graph(domain="crossformer"))
     assert graph_uses_plugin(_tiny_graph(attrs={"plugin_namespace": "crossformer"}))
+    fields = {"num_heads": 2, "mode": "lda", "group_size": 7, "interval": 4, "scale": 0.18, "family": 0}
     path = tmp_path / "fused.onnx"
-    onnx.save(_tiny_graph(domain="crossformer"), path)
+    onnx.save(_tiny_graph(domain="crossformer", attrs=fields), path)
     req = prepare_build(path)
     assert req.uses_plugin and len(req.plugin_digest) == 16
     # the plugin's sources are part of the identity: a kernel change means another engine
     assert req.identity(H100).key() != dataclasses.replace(req, plugin_digest="").identity(H100).key()
+    # an export from before CrossFormer++ (no family): one line before any TensorRT work, not a TypeError in it
+    old = tmp_path / "old.onnx"
+    onnx.save(_tiny_graph(domain="crossformer", attrs={k: v for k, v in fields.items() if k != "family"}), old)
+    with pytest.raises(ModelFileError, match=r"GroupedAttention has no family attribute \(exported by an older "
+                       r"crossformer-export\): export it again with crossformer-export --target tensorrt"):
+        prepare_build(old)
 
 
 def test_onnx_digest_covers_external_data(tmp_path):

@@ -105,7 +105,14 @@ def trt_nodes_pp():
 
 # The plugin's ABI (plugins/README.md): the creator's fields in declaration order, and the PTX entry TensorRT
 # launches: qkv, table, the 9 int32 extra args H, W, gh, gw, nh, nw, s, TH, TW, out (12 parameters).
-FIELDS = ["num_heads", "mode", "group_size", "interval", "scale", "family"]
+FIELDS = ["num_heads", "mode", "group_size", "interval", "scale", "family"]  # the real creator's, in order
+
+
+def test_the_declared_fields_are_the_creators():
+    """engines/build.py checks nodes against tensorrt_plugin.FIELDS: it must be what the creator declares."""
+    from crossformer_deploy.plugins import tensorrt_plugin
+
+    assert list(tensorrt_plugin.FIELDS) == FIELDS
 ENTRY_KINDS = ["ptr", "ptr"] + ["i32"] * 9 + ["ptr"]
 
 TRT_DTYPE = {onnx.TensorProto.FLOAT: ft.DataType.FLOAT, onnx.TensorProto.FLOAT16: ft.DataType.HALF}
