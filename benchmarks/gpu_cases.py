@@ -64,31 +64,30 @@ LAYOUT_CASES = [
          table_pad=0),
 ]
 
-# CrossFormer-S (DESIGN.md §1): per stage (dim, heads, LDA interval, depth); G = 7, head dim 32, strides 4..32
-S_STAGES = [(96, 3, 8, 2), (192, 6, 4, 2), (384, 12, 2, 6), (768, 24, 1, 2)]
-# CrossFormer++-S (model/config.py "pp-s"): per stage (dim, heads, LDA interval, depth, G)
-PP_S_STAGES = [(64, 2, 4, 2, 4), (128, 4, 2, 2, 4), (256, 8, 1, 18, 14), (512, 16, 1, 2, 7)]
-
-
-
 def s_blocks(size: int = 224) -> list[tuple[Case, int]]:
     """(attention call, how many blocks of S make it) for an image of ``size`` x ``size``, batch 1."""
-    return _blocks("s", [(*st, 7) for st in S_STAGES], size, family=0)
+    return _blocks("s", "s", size)
 
 
 def pp_s_blocks(size: int = 224) -> list[tuple[Case, int]]:
     """The same for CrossFormer++-S: at 224 stage 1-2 LDA pad (56 -> 64, 28 -> 32) and stages 3-4 meet the
     small-map rule (14 <= 14, 7 <= 7: one group of the whole map)."""
-    return _blocks("pp_s", PP_S_STAGES, size, family=1)
+    return _blocks("pp_s", "pp-s", size)
 
 
-def _blocks(prefix: str, stages, size: int, family: int) -> list[tuple[Case, int]]:
+def _blocks(prefix: str, variant: str, size: int) -> list[tuple[Case, int]]:
+    """One SDA and one LDA call per stage, read off the model's own config (width, heads, G, I, depth)."""
+    from crossformer_deploy.model.config import get_config
+
+    cfg = get_config(variant)
     out = []
-    for i, (dim, heads, interval, depth, g) in enumerate(stages):
+    for i in range(cfg.num_stages):
         side = size // (4 * 2**i)
+        heads = cfg.num_heads[i]
         for mode in ("sda", "lda"):
-            out.append((Case(f"{prefix}{i + 1}_{mode}_{side}x{side}", 1, side, side, heads, dim // heads, mode,
-                             interval, group_size=g, table_pad=0, family=family), depth // 2))
+            out.append((Case(f"{prefix}{i + 1}_{mode}_{side}x{side}", 1, side, side, heads, cfg.stage_dim(i) // heads,
+                             mode, cfg.intervals[i], group_size=cfg.group_sizes[i], table_pad=0,
+                             family=int(cfg.pp)), cfg.depths[i] // 2))
     return out
 
 

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from crossformer_deploy import create_model
+from crossformer_deploy.model.checkpoint import DERIVED
 
-DERIVED = ("attn.biases", "attn.relative_position_index", "attn_mask")
 SIZES = [(224, 320), (256, 416), (96, 160)]  # 96x160 meets the small-map rule from stage 3 on (one 6x10 group)
 
 

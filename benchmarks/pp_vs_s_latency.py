@@ -12,27 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import tempfile
 
 import numpy as np
 
+from crossformer_deploy.bench.machine import CPU_FLAGS, cpu_model_and_flags
 from crossformer_deploy.runtime.open import open_runner
 from crossformer_deploy.timing import interleaved
-
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "avx_vnni")
-
-
-def cpu() -> tuple[str, list[str]]:
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        return platform.processor() or "unknown", []
-    name = re.search(r"model name\s*:\s*(.+)", text)
-    have = set(re.search(r"flags\s*:\s*(.+)", text).group(1).split())
-    return (name.group(1).strip() if name else "unknown"), [f for f in FLAGS if f in have]
 
 
 def main() -> None:
@@ -42,7 +30,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    name, flags = cpu()
+    name, have = cpu_model_and_flags()
+    flags = [f for f in CPU_FLAGS if f in have]
     x = np.random.default_rng(0).standard_normal((args.batch, 3, 224, 224), dtype=np.float32)
     fns, runners = {}, []
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +50,7 @@ def main() -> None:
         for r in runners:
             r.close()
     rows = []
-    print(f"CPU: {name}; flags: {', '.join(flags) or 'none of ' + ', '.join(FLAGS)}; {args.threads} threads, "
+    print(f"CPU: {name}; flags: {', '.join(flags) or 'none of ' + ', '.join(CPU_FLAGS)}; {args.threads} threads, "
           f"batch {args.batch}, 224x224, {args.repeats} interleaved rounds")
     print(f"{'candidate':<32} {'median ms':>10} {'p90 ms':>8} {'pp-S / S time':>14}")
     for key, timing in t.items():

@@ -26,7 +26,7 @@ from crossformer_deploy.model.crossformer import CrossFormerBlock
 from crossformer_deploy.model.factory import build_model
 from crossformer_deploy.runtime.parity import TOLERANCES, cosine_rows
 
-from .helpers import assert_one_line_error, cli, ort_session, perturb, strong_position_bias, torch_out
+from .helpers import assert_one_line_error, cli, ort_session, torch_out, trained_like
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = [os.path.join(ROOT, "samples", f) for f in ("chelsea.jpg", "coffee.jpg", "rocket.jpg")]
@@ -45,7 +45,7 @@ def work(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pp_model():
     """pp-tiny, perturbed (logits span ~30 units) with a trained-size position bias: a slip shows."""
-    return strong_position_bias(perturb(build_model("pp-tiny", None, "classifier", CLASSES, seed=0))).eval()
+    return trained_like(build_model("pp-tiny", None, "classifier", CLASSES, seed=0))
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The machine a bench runs on: CPU model and instruction-set flags, software versions, what is native."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 
@@ -12,6 +13,7 @@ CPU_FLAGS = ("amx_tile", "amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "
 NATIVE_BF16 = ("avx512_bf16", "amx_bf16")
 
 
+@functools.cache  # read once per process, not once per case
 def cpu_model_and_flags() -> tuple[str, frozenset[str]]:
     cpu, flags = None, frozenset()
     try:

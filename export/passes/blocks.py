@@ -80,9 +80,15 @@ class Block:
         return self.index % 2 == 1
 
 
+def block_of(node_name: str | None) -> Block | None:
+    """The block a node belongs to, by its exporter scope name, or None outside every block."""
+    m = _BLOCK.match(node_name or "")
+    return None if m is None else Block(int(m.group(1)), int(m.group(2)), m.group(0))
+
+
 def blocks(graph: gs.Graph) -> list[Block]:
-    found = sorted({(int(m.group(1)), int(m.group(2))) for n in graph.nodes if (m := _BLOCK.match(n.name or ""))})
-    return [Block(i, j, f"/layers.{i}/blocks.{j}/") for i, j in found]
+    found = {(b.stage, b.index): b for n in graph.nodes if (b := block_of(n.name))}
+    return [found[k] for k in sorted(found)]
 
 
 def scope_nodes(graph: gs.Graph, prefix: str) -> list[gs.Node]:

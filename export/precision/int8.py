@@ -32,7 +32,6 @@ import io
 import json
 import logging
 import os
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,7 +39,7 @@ import onnx
 
 from ...errors import UsageError
 from ..onnx_export import read_info, save_onnx, set_metadata
-from ..passes.blocks import Architecture
+from ..passes.blocks import Architecture, block_of
 from . import calibration
 from .calibration import CalibrationSet, cache_key, default_cache_path, load_ranges, save_ranges
 from .fp16 import activation_tensors
@@ -74,7 +73,6 @@ ACL_SCOPE = "/ex_conv/"
 # groups can exceed this many tokens stays float (6 % of a 14 x 14 block's MACs at C = 256); QK^T, whose
 # range calibration sets, stays quantized.
 PROBS_MAX_TOKENS = 64
-_BLOCK = re.compile(r"^/layers\.(\d+)/blocks\.(\d+)/")
 
 
 def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os.PathLike | None,
@@ -158,13 +156,12 @@ def wide_group_pv(proto: onnx.ModelProto, size: tuple[int, int] | None = None) -
     producer = {o: n for n in proto.graph.node for o in n.output}
     out = set()
     for n in proto.graph.node:
-        m = _BLOCK.match(n.name)
+        blk = block_of(n.name)
         src = producer.get(n.input[0]) if n.op_type == "MatMul" else None
-        if m is None or src is None or src.op_type != "Softmax":
+        if blk is None or src is None or src.op_type != "Softmax":
             continue
-        stage, lda = int(m.group(1)), int(m.group(2)) % 2 == 1
-        g, stride = arch.group_sizes[stage], 4 * 2**stage
-        lay = group_layout(h // stride, w // stride, g, arch.intervals[stage], lda, arch.pp)
+        g, stride = arch.group_sizes[blk.stage], 4 * 2**blk.stage
+        lay = group_layout(h // stride, w // stride, g, arch.intervals[blk.stage], blk.lda, arch.pp)
         if max(lay.gh * lay.gw, g * g) > PROBS_MAX_TOKENS:
             out.add(n.name)
     return out
