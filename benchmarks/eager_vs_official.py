@@ -12,7 +12,7 @@ import sys
 import torch
 
 from crossformer_deploy import create_model
-from crossformer_deploy.timing import interleaved
+from crossformer_deploy.bench.timing import interleaved
 
 
 def main() -> None:

@@ -2,29 +2,52 @@
 attention blocks, the AOT launch plan, timing.
 
 Everything here that needs no GPU (cases, launch plans, the PTX parameter list) is tested on the CPU by
-tests/test_gpu_check.py.
+tests/benchmarks/test_gpu_check.py.
 """
 from __future__ import annotations
 
+import configparser
 import os
 import statistics
 import sys
+import tempfile
 from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def bootstrap() -> None:
-    """Make ``crossformer_deploy`` (with its export/, plugins/, engines/ folders) importable from this checkout
-    without installing it: the GPU machine has PyTorch, Triton and CuPy, not our other dependencies."""
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    import crossformer_deploy
-
+    """Make ``crossformer_deploy`` importable from this checkout without installing it: the GPU machine has
+    PyTorch, Triton and CuPy, not our other dependencies. The package is laid out as a wheel installs it
+    (export/, plugins/ and engines/ linked into crossformer_deploy/, as setup.cfg's package_dir maps them) in a
+    temporary folder put first on sys.path."""
     try:
-        import crossformer_deploy.plugins  # installed, or already mapped
+        import crossformer_deploy.plugins  # noqa: F401  (installed, editable or not)
+        return
     except ImportError:
-        crossformer_deploy.__path__.append(ROOT)  # crossformer_deploy.plugins -> ROOT/plugins, as setup.cfg maps
+        for name in [m for m in sys.modules if m == "crossformer_deploy" or m.startswith("crossformer_deploy.")]:
+            del sys.modules[name]
+    site = tempfile.mkdtemp(prefix="crossformer-layout-")
+    pkg = os.path.join(site, "crossformer_deploy")
+    os.mkdir(pkg)
+    own = os.path.join(ROOT, "crossformer_deploy")
+    for name in os.listdir(own):
+        os.symlink(os.path.join(own, name), os.path.join(pkg, name))
+    for sub, folder in package_dir().items():
+        os.symlink(os.path.join(ROOT, folder), os.path.join(pkg, sub))
+    sys.path.insert(0, site)
+
+
+def package_dir() -> dict[str, str]:
+    """setup.cfg's package_dir below crossformer_deploy: {"export": "export", ...}."""
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(ROOT, "setup.cfg"))
+    out = {}
+    for line in cfg["options"]["package_dir"].strip().splitlines():
+        name, _, folder = (p.strip() for p in line.partition("="))
+        if name.startswith("crossformer_deploy."):
+            out[name.removeprefix("crossformer_deploy.")] = folder
+    return out
 
 
 @dataclass(frozen=True)
@@ -87,14 +110,16 @@ def _blocks(prefix: str, variant: str, size: int) -> list[tuple[Case, int]]:
         for mode in ("sda", "lda"):
             out.append((Case(f"{prefix}{i + 1}_{mode}_{side}x{side}", 1, side, side, heads, cfg.stage_dim(i) // heads,
                              mode, cfg.intervals[i], group_size=cfg.group_sizes[i], table_pad=0,
-                             family=int(cfg.pp)), cfg.depths[i] // 2))
+                             family=cfg.family.attr), cfg.depths[i] // 2))
     return out
 
 
 def layout(case: Case):
+    from crossformer_deploy.model.config import Family
     from crossformer_deploy.model.grouping import group_layout
 
-    return group_layout(case.H, case.W, case.group_size, case.interval, case.mode == "lda", pp=case.family == 1)
+    lda = case.mode == "lda"
+    return group_layout(case.H, case.W, case.group_size, case.interval, lda, Family.from_attr(case.family))
 
 
 def table_shape(case: Case) -> tuple[int, int, int]:
@@ -119,8 +144,9 @@ def launch_plan(case: Case, qkv_dtype, table_dtype, tactic: int) -> LaunchPlan:
     ``launch_args``, the same functions), evaluated at this case's B, H, W: TensorRT passes the input
     pointers, the extra arguments, the output pointer."""
     from crossformer_deploy.plugins import tensorrt_plugin as tp
+    from crossformer_deploy.plugins.op import OpAttrs
 
-    a = tp.Attrs(case.heads, case.mode, case.group_size, case.interval, case.head_dim ** -0.5, case.family)
+    a = OpAttrs.of(case.heads, case.mode, case.group_size, case.interval, case.head_dim ** -0.5, case.family)
     kernel = tp.aot_kernel(a, qkv_dtype, table_dtype, 3 * case.heads * case.head_dim, tactic)
     _, th, tw = table_shape(case)
     grid, extra = tp.launch_args(kernel, a, case.B, case.H, case.W, th, tw)

@@ -59,12 +59,12 @@ def build(work: str) -> dict:
     sys.path.insert(0, DIGITS)
     from data import SIZE, export_image_folder, load_split
 
-    from crossformer_deploy.export.metadata import ModelInfo
+    from crossformer_deploy.base.images import list_images, load_batch
+    from crossformer_deploy.base.model_info import ModelInfo
     from crossformer_deploy.export.onnx_export import save_onnx, to_onnx
     from crossformer_deploy.export.pipeline import run_pipeline
     from crossformer_deploy.export.precision.int8 import quantize_int8
     from crossformer_deploy.model.factory import build_model, weights_label
-    from crossformer_deploy.runtime.preprocess import list_images, load_batch
 
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from helpers import perturb

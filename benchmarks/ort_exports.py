@@ -28,7 +28,7 @@ PATHS = ["torch eager", "ort plain dynamic", "ort plain static", "ort target dyn
 
 
 def export_all(d: str, batch: int) -> None:
-    from crossformer_deploy.export.metadata import ModelInfo
+    from crossformer_deploy.base.model_info import ModelInfo
     from crossformer_deploy.export.onnx_export import save_onnx, to_onnx
     from crossformer_deploy.export.pipeline import run_pipeline
     from crossformer_deploy.export.precision.int8 import quantize_int8

@@ -5,7 +5,7 @@
 Exports both (random weights: latency does not depend on them) as the deployment would, the plain dynamic
 graph and the onnxruntime target with the DPB folded for 224 (``--static 224x224 --target onnxruntime``), and
 times each on ONNX Runtime and on OpenVINO (f32) at 224, candidates interleaved round by round
-(crossformer_deploy.timing). Prints the table and the CPU's flags; writes benchmarks/cpu/pp_vs_s_<cpu>.json.
+(crossformer_deploy.bench.timing). Prints the table and the CPU's flags; writes benchmarks/cpu/pp_vs_s_<cpu>.json.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import tempfile
 import numpy as np
 
 from crossformer_deploy.bench.machine import CPU_FLAGS, cpu_model_and_flags
-from crossformer_deploy.runtime.open import open_runner
-from crossformer_deploy.timing import interleaved
+from crossformer_deploy.bench.timing import interleaved
+from crossformer_deploy.engines.open_model import open_runner
 
 
 def main() -> None:

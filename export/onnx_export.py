@@ -4,7 +4,7 @@ Exporter choice: the TorchScript-based ``torch.onnx.export(dynamo=False)``. The 
 that every size it computes is a graph value (see model/grouping.py), which this exporter records as
 Shape/Range/arithmetic ops: one trace gives a graph that is right at every size, in seconds. The
 dynamo exporter needed ``torch.export(strict=False)`` with hand-made dynamic shapes, took minutes even
-for a tiny config, and left more shape arithmetic to fold (DESIGN.md §2b).
+for a tiny config, and left more shape arithmetic to fold (docs/architecture.md, "Export").
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from collections.abc import Callable
 import onnx
 import torch
 
-from .. import __version__
-from ..errors import UsageError
-from ..fileio import atomic_path, check_output_path
-from ..model.crossformer import CrossFormer, fixed_size_tracing
-from .metadata import ModelInfo
+from crossformer_deploy import __version__
+from crossformer_deploy.base.errors import ModelFileError, UsageError
+from crossformer_deploy.base.fileio import atomic_path, check_output_path
+from crossformer_deploy.base.model_info import ModelInfo
+from crossformer_deploy.model.crossformer import CrossFormer, fixed_size_tracing
 
 DEFAULT_OPSET = 17
 
@@ -62,10 +62,8 @@ def to_onnx(model: CrossFormer, info: ModelInfo, opset: int = DEFAULT_OPSET) -> 
                               dynamic_axes=axes, do_constant_folding=True)
     proto = onnx.load_from_string(buf.getvalue())
     cfg = model.cfg
-    arch = {"embed_dim": cfg.embed_dim, "depths": list(cfg.depths), "num_heads": list(cfg.num_heads),
-            "group_sizes": list(cfg.group_sizes), "intervals": list(cfg.intervals), "family": cfg.family}
     props = {**info.to_props(), "dynamic_axes": json.dumps(axes), "version": __version__,
-             "architecture": json.dumps(arch),
+             "architecture": cfg.to_json(),
              "producer": f"crossformer-deploy {__version__} (torch {torch.__version__})"}
     set_metadata(proto, props)
     return proto
@@ -107,3 +105,19 @@ def export(model: CrossFormer, path: str | os.PathLike, info: ModelInfo, opset: 
 def _quiet(_: str) -> None:
     pass
 
+
+def load_exported_onnx(path: str, missing: str = "model file", hint: str = "") -> tuple[onnx.ModelProto, ModelInfo]:
+    """(ModelProto without external data, ModelInfo) of an ONNX file crossformer-export wrote; one-line
+    errors for a missing, truncated or foreign file (``missing`` names the file, ``hint`` ends the last)."""
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{missing} not found: {path}")
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as e:  # DecodeError and friends: truncated or not ONNX at all
+        raise ModelFileError(f"{path}: not an ONNX model, or truncated ({type(e).__name__})") from None
+    if not proto.graph.node:
+        raise ModelFileError(f"{path}: not an ONNX model, or truncated (no graph)")
+    props = {p.key: p.value for p in proto.metadata_props}
+    if "variant" not in props:
+        raise UsageError(f"{path}: not exported by crossformer-export (no CrossFormer metadata){hint}")
+    return proto, ModelInfo.from_props(props)

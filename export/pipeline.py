@@ -17,27 +17,30 @@ from collections.abc import Callable
 import onnx
 import onnx_graphsurgeon as gs
 
-from .onnx_export import read_info, set_metadata
-from .passes.blocks import Architecture
-from .passes.cleanup import cleanup
-from .passes.fold_dpb import fold_dpb
-from .passes.fuse_grouped_attention import DOMAIN, fuse_grouped_attention
-from .passes.share_group_bias import share_group_bias
+from crossformer_deploy.export.onnx_export import read_info, set_metadata
+from crossformer_deploy.export.passes.blocks import architecture
+from crossformer_deploy.export.passes.cleanup import cleanup
+from crossformer_deploy.export.passes.fold_dpb import fold_dpb
+from crossformer_deploy.export.passes.fuse_grouped_attention import fuse_grouped_attention
+from crossformer_deploy.export.passes.share_group_bias import share_group_bias
+from crossformer_deploy.model.config import CrossFormerConfig
+from crossformer_deploy.plugins import op
+from crossformer_deploy.plugins.onnx_function import attach_functions
 
 TARGETS = ("plain", "onnxruntime", "openvino", "tensorrt")
 Pass = Callable[[gs.Graph], gs.Graph]
 
 
-def passes(target: str, arch: Architecture, max_size: tuple[int, int] | None,
+def passes(target: str, cfg: CrossFormerConfig, max_size: tuple[int, int] | None,
            static: bool = False) -> list[tuple[str, Pass]]:
-    fold = [("fold_dpb", lambda g: fold_dpb(g, arch, max_size))] if max_size else []
+    fold = [("fold_dpb", lambda g: fold_dpb(g, cfg, max_size))] if max_size else []
     if target == "plain":
         return []
     if target in ("onnxruntime", "openvino"):
         share = [("share_group_bias", share_group_bias)] if static else []
         return [*fold, ("cleanup", cleanup), *share]
     if target == "tensorrt":
-        return [*fold, ("fuse_grouped_attention", lambda g: fuse_grouped_attention(g, arch)), ("cleanup", cleanup)]
+        return [*fold, ("fuse_grouped_attention", lambda g: fuse_grouped_attention(g, cfg)), ("cleanup", cleanup)]
     raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
 
 
@@ -60,21 +63,19 @@ def run_pipeline(proto: onnx.ModelProto, target: str, max_size: tuple[int, int] 
     props = {p.key: p.value for p in proto.metadata_props}
     if max_size is None and not info.dynamic:
         max_size = tuple(info.input_size)
-    arch = Architecture.from_props(props)
+    cfg = architecture(props)
     graph = gs.import_onnx(proto)
     if explain:
         explain(f"{'exported':>24}: {len(graph.nodes):5d} nodes")
-    for name, fn in passes(target, arch, max_size, static=not info.dynamic):
+    for name, fn in passes(target, cfg, max_size, static=not info.dynamic):
         before = op_counts(graph)
         graph = fn(graph)
         if explain:
             explain(explain_line(name, before, op_counts(graph)))
     out = gs.export_onnx(graph)
-    if any(n.domain == DOMAIN for n in out.graph.node):
-        out.opset_import.append(onnx.helper.make_opsetid(DOMAIN, 1))
+    if any(n.domain == op.DOMAIN for n in out.graph.node):
+        out.opset_import.append(onnx.helper.make_opsetid(op.DOMAIN, int(op.VERSION)))
         if functions if functions is not None else target != "tensorrt":
-            from ..plugins.onnx_function import attach_functions
-
             attach_functions(out)
     set_metadata(out, {**props, "target": target,
                        "max_size": "null" if max_size is None else f"[{max_size[0]}, {max_size[1]}]"})

@@ -16,53 +16,50 @@ import torch
 from onnx import helper
 
 from crossformer_deploy.model.attention import grouped_attention
+from crossformer_deploy.model.config import Family
 from crossformer_deploy.model.grouping import group_layout
+from crossformer_deploy.plugins import op
+from crossformer_deploy.plugins.op import OpAttrs
 from crossformer_deploy.plugins.reference import crop_table
-
-DOMAIN = "crossformer"
-OP = "GroupedAttention"
-ATTRS = ("num_heads", "mode", "group_size", "interval", "scale", "family", "plugin_namespace")
 
 
 class _Reference(torch.nn.Module):
     """qkv [B, H, W, 3C] + centred table [heads, TH, TW] -> [B, H, W, C], traceable at any size."""
 
-    def __init__(self, num_heads: int, mode: str, group_size: int, interval: int, scale: float, family: int):
+    def __init__(self, attrs: OpAttrs):
         super().__init__()
-        self.num_heads, self.lda, self.g, self.i, self.scale = num_heads, mode == "lda", group_size, interval, scale
-        self.pp = family == 1
+        self.attrs = attrs
 
     def forward(self, qkv: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        a = self.attrs
         shape = torch._shape_as_tensor(qkv)
-        lay = group_layout(shape[1], shape[2], self.g, self.i, self.lda, self.pp)
-        return grouped_attention(qkv, crop_table(table, lay.gh, lay.gw), lay, self.num_heads, self.scale)
+        lay = group_layout(shape[1], shape[2], a.group_size, a.interval, a.lda, a.family)
+        return grouped_attention(qkv, crop_table(table, lay.gh, lay.gw), lay, a.num_heads, a.scale)
 
 
-def overload_name(attrs: dict) -> str:
-    pp = "_pp" if attrs.get("family", 0) == 1 else ""
-    return (f"{attrs['mode']}{pp}_g{attrs['group_size']}_i{attrs['interval']}_h{attrs['num_heads']}"
-            f"_s{attrs['scale']:.8g}").replace(".", "p").replace("-", "m")
+def overload_name(attrs: OpAttrs) -> str:
+    pp = "_pp" if attrs.family is Family.CROSSFORMER_PP else ""
+    return (f"{attrs.mode}{pp}_g{attrs.group_size}_i{attrs.interval}_h{attrs.num_heads}"
+            f"_s{attrs.scale:.8g}").replace(".", "p").replace("-", "m")
 
 
-def make_function(attrs: dict, opset: int = 17) -> onnx.FunctionProto:
+def make_function(attrs: OpAttrs, opset: int = 17) -> onnx.FunctionProto:
     """Trace the reference for one attribute set into a FunctionProto (overload ``overload_name``)."""
-    heads = attrs["num_heads"]
-    module = _Reference(heads, attrs["mode"], attrs["group_size"], attrs["interval"], attrs["scale"],
-                        attrs.get("family", 0))
+    heads = attrs.num_heads
     c = 32 * heads
     qkv, table = torch.randn(1, 15, 15, 3 * c), torch.randn(heads, 31, 31)  # table fits any group of 15x15
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (qkv, table), buf, dynamo=False, opset_version=opset,
+        torch.onnx.export(_Reference(attrs), (qkv, table), buf, dynamo=False, opset_version=opset,
                           input_names=["qkv", "table"], output_names=["out"],
                           dynamic_axes={"qkv": {0: "B", 1: "H", 2: "W", 3: "C3"}, "table": {1: "TH", 2: "TW"},
                                         "out": {0: "B", 1: "H", 2: "W"}})
     g = onnx.load_from_string(buf.getvalue()).graph
     # Functions have no initializers: turn them into Constant nodes.
     consts = [helper.make_node("Constant", [], [t.name], value=t) for t in g.initializer]
-    return helper.make_function(DOMAIN, OP, ["qkv", "table"], ["out"], consts + list(g.node),
-                                [helper.make_opsetid("", opset)], attributes=list(ATTRS),
+    return helper.make_function(op.DOMAIN, op.NAME, ["qkv", "table"], ["out"], consts + list(g.node),
+                                [helper.make_opsetid("", opset)], attributes=list(op.NODE_ATTRS),
                                 overload=overload_name(attrs))
 
 
@@ -74,12 +71,12 @@ def node_attrs(node: onnx.NodeProto) -> dict:
 def attach_functions(model: onnx.ModelProto) -> int:
     """Give every GroupedAttention node its function overload, so ONNX Runtime can run the model.
     Returns the number of nodes bound."""
-    made: dict[str, onnx.FunctionProto] = {f.overload: f for f in model.functions if f.domain == DOMAIN}
+    made: dict[str, onnx.FunctionProto] = {f.overload: f for f in model.functions if f.domain == op.DOMAIN}
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     bound = 0
     for node in model.graph.node:
-        if node.domain == DOMAIN and node.op_type == OP:
-            attrs = node_attrs(node)
+        if op.is_op_node(node.domain, node.op_type):
+            attrs = OpAttrs.from_node(node_attrs(node))
             name = overload_name(attrs)
             if name not in made:
                 made[name] = make_function(attrs, opset)

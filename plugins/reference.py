@@ -1,4 +1,4 @@
-"""PyTorch reference for ``crossformer::GroupedAttention`` (see README.md in this folder).
+"""PyTorch reference for ``crossformer::GroupedAttention`` (docs/fused-op.md; the contract is ``op.py``).
 
 Built on the model's own functions (``group_layout`` + ``grouped_attention``): the only thing added
 here is the op's table convention, a *centred* table ``[heads, TH, TW]`` that may be larger than the
@@ -12,10 +12,10 @@ import torch
 from torch import Tensor
 
 from crossformer_deploy.model.attention import grouped_attention
+from crossformer_deploy.model.config import Family
 from crossformer_deploy.model.grouping import GroupLayout, group_layout
+from crossformer_deploy.plugins.op import OpAttrs, as_family
 
-MODES = ("sda", "lda")
-FAMILIES = (0, 1)  # the ``family`` attribute: 0 CrossFormer (ICLR 2022), 1 CrossFormer++ (TPAMI 2023)
 QKV_DTYPES = (torch.float32, torch.float16)
 
 
@@ -59,18 +59,14 @@ def crop_table(table: Tensor, gh, gw) -> Tensor:
 
 def check_inputs(qkv_shape: tuple[int, ...], qkv_dtype: torch.dtype, table_shape: tuple[int, ...],
                  table_dtype: torch.dtype, num_heads: int, mode: str, group_size: int,
-                 interval: int, family: int = 0) -> GroupLayout:
-    """Validate the op's inputs/attributes (README "Schema") and return the layout (Python ints).
+                 interval: int, family: Family | int = 0) -> GroupLayout:
+    """Validate the op's inputs and attributes (docs/fused-op.md, "Schema") and return the layout (Python ints).
 
     qkv ``[B, H, W, 3C]``, table ``[heads, TH, TW]``. Raises ValueError / TypeError with the rule broken.
-    Shared by the reference and the Triton launcher so that both reject the same things.
+    Shared by the reference and the Triton launcher so that both reject the same things; the attributes are
+    checked by the op's spec (``op.OpAttrs``), as the TensorRT plugin checks them.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if family not in FAMILIES:
-        raise ValueError(f"family must be one of {FAMILIES} (0 CrossFormer, 1 CrossFormer++), got {family!r}")
-    if group_size < 1 or interval < 1 or num_heads < 1:
-        raise ValueError(f"group_size, interval and num_heads must be >= 1 (got {group_size}, {interval}, {num_heads})")
+    attrs = OpAttrs(num_heads, mode, group_size, interval, 1.0, as_family(family))
     if qkv_dtype not in QKV_DTYPES:
         raise TypeError(f"qkv must be float32 or float16, got {qkv_dtype}")
     if table_dtype not in (torch.float32, qkv_dtype):
@@ -83,7 +79,7 @@ def check_inputs(qkv_shape: tuple[int, ...], qkv_dtype: torch.dtype, table_shape
                          f"num_heads={num_heads}")
     if len(table_shape) != 3 or table_shape[0] != num_heads:
         raise ValueError(f"table must be [num_heads={num_heads}, TH, TW], got {tuple(table_shape)}")
-    lay = group_layout(H, W, group_size, interval, mode == "lda", pp=family == 1)
+    lay = group_layout(H, W, group_size, interval, attrs.lda, attrs.family)
     _, th, tw = table_shape
     if th % 2 == 0 or tw % 2 == 0 or th < 2 * lay.gh - 1 or tw < 2 * lay.gw - 1:
         raise ValueError(f"table {th}x{tw} must have odd sizes >= {2 * lay.gh - 1}x{2 * lay.gw - 1} "
@@ -92,7 +88,7 @@ def check_inputs(qkv_shape: tuple[int, ...], qkv_dtype: torch.dtype, table_shape
 
 
 def grouped_attention_reference(qkv: Tensor, table: Tensor, num_heads: int, mode: str, group_size: int,
-                                interval: int, scale: float, family: int = 0) -> Tensor:
+                                interval: int, scale: float, family: Family | int = 0) -> Tensor:
     """The op's semantics: qkv ``[B, H, W, 3C]`` + centred table ``[heads, TH, TW]`` -> ``[B, H, W, C]``.
 
     Computes in qkv's dtype exactly as the model does. To judge an fp16 implementation, evaluate this

@@ -5,7 +5,7 @@ trims Triton's hidden parameters to TensorRT's launch ABI (``ptx.trim_to_abi``) 
 launch grid and the layout scalars as symbolic expressions of B, H, W. The PTX is embedded in the engine,
 so running the plan needs neither Python nor this module.
 
-Verified without TensorRT's libraries (tests/test_tensorrt_plugin.py): these functions run through the
+Verified without TensorRT's libraries (tests/plugins/test_tensorrt_plugin.py): these functions run through the
 real ``tensorrt.plugin`` package of several ``tensorrt-cu12-bindings`` releases on a fake of the compiled
 core, fed plugin fields exactly as TensorRT's ONNX parser builds them. How the parser hands attributes over
 (onnx-tensorrt ``loadFields``) shapes the declarations below:
@@ -20,6 +20,7 @@ time) and says which one is missing.
 """
 # No `from __future__ import annotations` here: tensorrt.plugin inspects the annotations of the
 # decorated functions as real classes (issubclass), not strings.
+import importlib
 import importlib.util
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -27,9 +28,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
-PLUGIN_ID = "crossformer::GroupedAttention"
-PLUGIN_NAMESPACE, PLUGIN_NAME = PLUGIN_ID.split("::")
+from crossformer_deploy.plugins import op
+from crossformer_deploy.plugins.op import OpAttrs
+
+PLUGIN_ID = op.OP_ID
+PLUGIN_NAMESPACE, PLUGIN_NAME = op.DOMAIN, op.NAME
+FIELDS = op.FIELDS
 # tensorrt.plugin.aot_impl, KernelLaunchParams and SymIntExprs first ship in TensorRT 10.9.
 MIN_TENSORRT = "10.9"
 
@@ -37,11 +43,6 @@ MIN_TENSORRT = "10.9"
 TACTIC_BLOCKS = {1: (64, 64), 2: (32, 32)}
 # (qkv, table, output) dtypes the op accepts; the table is fp32 or qkv's dtype.
 IO_TYPES = ("FP32, FP32, FP32", "FP16, FP32, FP16", "FP16, FP16, FP16")
-# The plugin's fields, in the creator's order: TensorRT's ONNX parser hands over exactly the node's attributes,
-# and tensorrt.plugin takes no default values, so a node must carry every one (engines/build.py checks).
-FIELDS = ("num_heads", "mode", "group_size", "interval", "scale", "family")
-# Kernel pointer parameters around the extra args: TensorRT passes inputs, extra args, outputs.
-NUM_INPUTS, NUM_OUTPUTS = 2, 1
 
 # GPU target of the AOT compile; None = the GPU of the building process (a TensorRT engine is built on
 # the GPU it is for). Tests set a triton GPUTarget to compile without a GPU.
@@ -49,46 +50,6 @@ aot_target: Any = None
 
 IntAttr = npt.NDArray[np.int32]
 FloatAttr = npt.NDArray[np.float32]
-
-
-@dataclass(frozen=True)
-class Attrs:
-    """The node's attributes as plain Python values, whatever form the fields arrived in."""
-
-    num_heads: int
-    mode: str
-    group_size: int
-    interval: int
-    scale: float
-    family: int = 0  # 0 CrossFormer, 1 CrossFormer++ (the layout rule; plugins/README.md)
-
-    @classmethod
-    def of(cls, num_heads: Any, mode: Any, group_size: Any, interval: Any, scale: Any, family: Any = 0) -> "Attrs":
-        a = cls(_scalar(num_heads, int, "num_heads"), _text(mode), _scalar(group_size, int, "group_size"),
-                _scalar(interval, int, "interval"), _scalar(scale, float, "scale"), _scalar(family, int, "family"))
-        if a.mode not in ("sda", "lda"):
-            raise ValueError(f"{PLUGIN_ID}: mode must be 'sda' or 'lda', got {a.mode!r}")
-        if a.family not in (0, 1):
-            raise ValueError(f"{PLUGIN_ID}: family must be 0 (CrossFormer) or 1 (CrossFormer++), got {a.family}")
-        if min(a.num_heads, a.group_size, a.interval) < 1:
-            raise ValueError(f"{PLUGIN_ID}: num_heads, group_size and interval must be >= 1, got "
-                             f"{a.num_heads}, {a.group_size}, {a.interval}")
-        return a
-
-
-def _scalar(value: Any, kind: type, name: str) -> Any:
-    arr = np.asarray(value).reshape(-1)
-    if arr.size != 1:
-        raise ValueError(f"{PLUGIN_ID}: attribute {name} must hold one value, got {arr.size}")
-    return kind(arr[0].item())
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, np.ndarray):
-        value = value.tobytes()
-    if isinstance(value, bytes):
-        value = value.decode("utf-8")
-    return value.rstrip("\x00")  # the ONNX parser's C terminator
 
 
 def missing_requirements() -> list[str]:
@@ -123,8 +84,8 @@ def _defined(trtp: Any) -> bool:
 
 
 def _define(trtp: Any) -> None:
-    import tensorrt as trt
-    import torch
+    import tensorrt as trt  # register() checked it is here
+
 
     torch_dtype = {trt.float32: torch.float32, trt.float16: torch.float16}
     sym_ops = SimpleNamespace(min=trtp.min, max=trtp.max, cdiv=trtp.cdiv)
@@ -133,7 +94,7 @@ def _define(trtp: Any) -> None:
     def describe(qkv: trtp.TensorDesc, table: trtp.TensorDesc, num_heads: IntAttr, mode: str, group_size: IntAttr,
                  interval: IntAttr, scale: FloatAttr, family: IntAttr) -> trtp.TensorDesc:
         # [B, H, W, 3C] -> [B, H, W, C], qkv's dtype
-        Attrs.of(num_heads, mode, group_size, interval, scale, family)
+        OpAttrs.of(num_heads, mode, group_size, interval, scale, family)
         s = qkv.shape_expr
         return trtp.from_shape_expr((s[0], s[1], s[2], s[3] // 3), dtype=qkv.dtype)
 
@@ -146,7 +107,7 @@ def _define(trtp: Any) -> None:
     def aot_impl(qkv: trtp.TensorDesc, table: trtp.TensorDesc, num_heads: IntAttr, mode: str, group_size: IntAttr,
                  interval: IntAttr, scale: FloatAttr, family: IntAttr, outputs: tuple[trtp.TensorDesc],
                  tactic: int) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymIntExprs]:
-        a = Attrs.of(num_heads, mode, group_size, interval, scale, family)
+        a = OpAttrs.of(num_heads, mode, group_size, interval, scale, family)
         B, H, W, C3 = qkv.shape_expr
         # heads and head_dim are compile-time constants of the kernel: the channel dim must be static
         if not C3.is_constant:
@@ -173,11 +134,12 @@ class AotKernel:
     block_m: int  # queries per program (the grid's z extent divides by it)
 
 
-def aot_kernel(a: Attrs, qkv_dtype: Any, table_dtype: Any, c3: int, tactic: int) -> AotKernel:
+def aot_kernel(a: OpAttrs, qkv_dtype: Any, table_dtype: Any, c3: int, tactic: int) -> AotKernel:
     """Compile the kernel for one (dtypes, heads, head_dim, scale, tactic) and trim its PTX to the parameters
     TensorRT passes. ``benchmarks/gpu_check.py`` launches exactly this on a GPU."""
-    from . import ptx as ptx_abi
-    from . import triton_kernel as tk
+    # here, not at the top: the kernel module imports Triton, which only an engine build needs
+    from crossformer_deploy.plugins import ptx as ptx_abi
+    from crossformer_deploy.plugins import triton_kernel as tk
 
     if c3 % 3 or (c3 // 3) % a.num_heads:
         raise ValueError(f"{PLUGIN_ID}: last dim of qkv {c3} is not 3 * num_heads * head_dim (num_heads={a.num_heads})")
@@ -185,21 +147,21 @@ def aot_kernel(a: Attrs, qkv_dtype: Any, table_dtype: Any, c3: int, tactic: int)
     k = tk.compile_aot(qkv_dtype, table_dtype, a.num_heads, c3 // 3 // a.num_heads, a.scale, block_m=block_m,
                        block_n=block_n, target=aot_target)
     name = k.metadata.name
-    ptx = ptx_abi.trim_to_abi(k.asm["ptx"], name, NUM_INPUTS + len(tk.SCALAR_ARGS) + NUM_OUTPUTS)
+    ptx = ptx_abi.trim_to_abi(k.asm["ptx"], name, op.NUM_INPUTS + len(tk.SCALAR_ARGS) + op.NUM_OUTPUTS)
     return AotKernel(name, ptx, k.metadata.num_warps * 32, k.metadata.shared, block_m)
 
 
-def launch_args(kernel: AotKernel, a: Attrs, B: Any, H: Any, W: Any, TH: Any, TW: Any,
+def launch_args(kernel: AotKernel, a: OpAttrs, B: Any, H: Any, W: Any, TH: Any, TW: Any,
                 ops: SimpleNamespace | None = None) -> tuple[tuple, list]:
     """((grid_x, grid_y, grid_z), extra args in the kernel's order) for a B x H x W input and a TH x TW table.
 
     Python ints with the default ``ops``; TensorRT shape expressions with ``trtp``'s min/max/cdiv (the same
     arithmetic, evaluated by TensorRT at enqueue).
     """
-    from . import triton_kernel as tk
+    from crossformer_deploy.plugins import triton_kernel as tk  # Triton: see aot_kernel
 
     ops = ops or tk.INT_OPS
-    lay = tk.layout_scalars(H, W, a.group_size, a.interval, a.mode == "lda", pp=a.family == 1, ops=ops)
+    lay = tk.layout_scalars(H, W, a.group_size, a.interval, a.lda, a.family, ops=ops)
     scalars = dict(lay, H=H, W=W, TH=TH, TW=TW)
     grid = (B * lay["nh"] * lay["nw"], a.num_heads, ops.cdiv(lay["gh"] * lay["gw"], kernel.block_m))
     return grid, [scalars[n] for n in tk.SCALAR_ARGS]

@@ -11,17 +11,19 @@ import torch
 from torch import Tensor, nn
 
 from crossformer_deploy.model.attention import Attention
+from crossformer_deploy.model.config import Family
+from crossformer_deploy.model.crossformer import CrossFormerBlock
 from crossformer_deploy.model.grouping import GroupLayout
-
-from .reference import centred_table
+from crossformer_deploy.plugins.reference import centred_table
 
 
 class FusedAttention(nn.Module):
     """qkv projection -> fused grouped attention (Triton) -> output projection, on [B, H, W, C] maps."""
 
-    def __init__(self, attn: Attention, group_size: int, interval: int, lda: bool, pp: bool = False):
+    def __init__(self, attn: Attention, group_size: int, interval: int, lda: bool,
+                 family: Family = Family.CROSSFORMER):
         super().__init__()
-        self.family = int(pp)
+        self.family = family
         self.qkv, self.proj, self.pos = attn.qkv, attn.proj, attn.pos
         self.num_heads, self.scale = attn.num_heads, attn.scale
         self.group_size, self.interval, self.mode = group_size, interval, "lda" if lda else "sda"
@@ -44,7 +46,8 @@ class FusedAttention(nn.Module):
         self._tables.clear()
 
     def forward(self, x: Tensor, lay: GroupLayout) -> Tensor:
-        from .triton_kernel import grouped_attention_triton
+        # at first use: the kernel module reads TRITON_INTERPRET when first imported, and imports Triton
+        from crossformer_deploy.plugins.triton_kernel import grouped_attention_triton
 
         qkv = self.qkv(x)
         out = grouped_attention_triton(qkv, self.table(int(lay.gh), int(lay.gw)), self.num_heads, self.mode,
@@ -54,12 +57,10 @@ class FusedAttention(nn.Module):
 
 def fuse_attention(model: nn.Module) -> nn.Module:
     """Replace, in place, the attention of every CrossFormer block by ``FusedAttention``; returns ``model``."""
-    from crossformer_deploy.model.crossformer import CrossFormerBlock
-
     n = 0
     for block in model.modules():
         if isinstance(block, CrossFormerBlock) and isinstance(block.attn, Attention):
-            block.attn = FusedAttention(block.attn, block.group_size, block.interval, block.lda, block.pp)
+            block.attn = FusedAttention(block.attn, block.group_size, block.interval, block.lda, block.family)
             n += 1
     if n == 0:
         raise ValueError("fuse_attention: no CrossFormer block with a plain Attention in this model")

@@ -15,13 +15,16 @@ the kernel is decorated).
 from __future__ import annotations
 
 import builtins
+import inspect
 from types import SimpleNamespace
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .reference import check_inputs
+from crossformer_deploy.model.config import Family
+from crossformer_deploy.plugins.op import as_family
+from crossformer_deploy.plugins.reference import check_inputs
 
 try:  # a guard, not a lazy import: @triton.jit must see the kernel at import time
     import triton
@@ -36,9 +39,9 @@ TRITON_MISSING = ("crossformer_deploy.plugins.triton_kernel needs OpenAI Triton 
 INT_OPS = SimpleNamespace(min=builtins.min, max=builtins.max, cdiv=lambda a, b: -(-a // b))
 
 
-def layout_scalars(H: Any, W: Any, group_size: int, interval: int, lda: bool, pp: bool = False,
+def layout_scalars(H: Any, W: Any, group_size: int, interval: int, lda: bool, family: Family = Family.CROSSFORMER,
                    ops: SimpleNamespace = INT_OPS) -> dict[str, Any]:
-    """The kernel's layout arguments (gh, gw, nh, nw, s) for an H x W map (``pp``: CrossFormer++).
+    """The kernel's layout arguments (gh, gw, nh, nw, s) for an H x W map of either family.
 
     Same rule as ``model.grouping.group_layout`` (checked against it by the tests), written once for
     Python ints and for TensorRT's symbolic shape expressions: no branches on H, W; a selection is
@@ -50,7 +53,7 @@ def layout_scalars(H: Any, W: Any, group_size: int, interval: int, lda: bool, pp
     small = mn < G + 1  # 0/1: the small-map rule (an LDA block runs SDA)
     big = ops.min(ops.max(mn, G) - G, 1)  # 1 - small, with no symbolic right operand and nothing negative
     s = small + big * iv if lda else 1
-    if pp:  # G x G groups; a small map is one H x W group
+    if family is Family.CROSSFORMER_PP:  # G x G groups; a small map is one H x W group
         gh, gw = small * H + big * G, small * W + big * G
     else:  # LDA groups span the map; SDA groups shrink to min(H, W) on small maps
         g = ops.min(mn, G)
@@ -149,7 +152,7 @@ def _require_triton() -> None:
 
 
 def grouped_attention_triton(qkv: Tensor, table: Tensor, num_heads: int, mode: str, group_size: int,
-                             interval: int, scale: float, family: int = 0, *, block_m: int | None = None,
+                             interval: int, scale: float, family: Family | int = 0, *, block_m: int | None = None,
                              block_n: int | None = None, num_warps: int = 4, out: Tensor | None = None) -> Tensor:
     """Run the kernel: qkv ``[B, H, W, 3C]`` (fp32/fp16), centred table ``[heads, TH, TW]`` -> ``[B, H, W, C]``.
 
@@ -167,7 +170,7 @@ def grouped_attention_triton(qkv: Tensor, table: Tensor, num_heads: int, mode: s
     qkv, table = qkv.contiguous(), table.contiguous()
     B, H, W, C3 = qkv.shape
     head_dim = C3 // 3 // num_heads
-    sc = layout_scalars(H, W, group_size, interval, mode == "lda", pp=family == 1)
+    sc = layout_scalars(H, W, group_size, interval, mode == "lda", as_family(family))
     n_tok = sc["gh"] * sc["gw"]
     bm, bn = block_sizes(n_tok)
     bm, bn = block_m or bm, block_n or bn
@@ -206,8 +209,6 @@ def aot_ptx_version(arch: int) -> int:
 
 def _ast_source(fn: Any, signature: dict[str, str], constexprs: dict[str, Any]) -> Any:
     """``triton.compiler.ASTSource`` across Triton releases: 3.3 renamed ``constants=`` to ``constexprs=``."""
-    import inspect
-
     params = inspect.signature(triton.compiler.ASTSource.__init__).parameters
     if "constexprs" in params:
         return triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constexprs)

@@ -22,7 +22,7 @@ def golden_ckpt():
     return GOLDEN_CKPT
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def digits_data():
     """examples/digits/data.py (the trained model's data split), imported from its folder."""
     pytest.importorskip("sklearn", reason="the digits example needs scikit-learn")
@@ -35,9 +35,25 @@ def digits_data():
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory, golden_ckpt):
     """The tiny golden model exported by crossformer-export (dynamic), once per session; read-only."""
-    from .helpers import cli
+    from tests.helpers import cli
 
     path = str(tmp_path_factory.mktemp("tiny") / "tiny.onnx")
     r = cli("export", "--weights", golden_ckpt, "-o", path)
     assert r.returncode == 0, r.stderr
     return path
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory, golden_ckpt):
+    """The tiny golden model exported dynamic and static (224x224, batch 2), once per session; read-only."""
+    from .helpers import cli
+
+    d = tmp_path_factory.mktemp("engines")
+    cache = str(d / "cache")
+    out = {"dir": d, "cache": cache}
+    for key, extra in (("dynamic", []), ("static", ["--static", "224x224", "--batch", "2"])):
+        path = str(d / f"{key}.onnx")
+        r = cli("export", "--weights", golden_ckpt, *extra, "-o", path, env_extra={"CROSSFORMER_DEPLOY_CACHE": cache})
+        assert r.returncode == 0, r.stderr
+        out[key] = path
+    return out

@@ -8,10 +8,10 @@
     profile     time per op type of one backend
     report      table and plot;  recommend: the fastest faithful path per precision and its commands
 """
-from .config import BACKENDS, OURS, PEERS, BenchConfig, Result, check_backends
-from .recommend import format_recommendations, recommend
-from .report import check_plot_available, format_table, plot
-from .run import goal, run_bench
+from crossformer_deploy.bench.config import BACKENDS, OURS, PEERS, BenchConfig, Result, check_backends
+from crossformer_deploy.bench.recommend import format_recommendations, recommend
+from crossformer_deploy.bench.report import check_plot_available, format_table, plot
+from crossformer_deploy.bench.run import goal, run_bench
 
 __all__ = ["BACKENDS", "OURS", "PEERS", "BenchConfig", "Result", "check_backends", "check_plot_available",
            "format_recommendations", "format_table", "goal", "plot", "recommend", "run_bench"]

@@ -5,12 +5,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import onnxruntime as ort
+import torch
 
-from ..errors import UsageError, first_line
-from ..export.onnx_export import output_names
-from .config import BACKENDS, Candidate
-from .graphs import CaseGraphs
-from .machine import emulated
+from crossformer_deploy.base.errors import UsageError, first_line
+from crossformer_deploy.bench.config import BACKENDS, BackendSpec, Candidate
+from crossformer_deploy.bench.graphs import CaseGraphs
+from crossformer_deploy.bench.machine import emulated
+from crossformer_deploy.export.onnx_export import output_names
+from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
+from crossformer_deploy.runtime.openvino_runner import OpenVINORunner
+from crossformer_deploy.runtime.torch_cuda_runner import TorchCudaRunner
 
 
 @dataclass
@@ -24,8 +29,6 @@ class Context:
 
 
 def _torch(ctx: Context, compiled: bool = False, bf16: bool = False) -> Candidate:
-    import torch
-
     module = torch.compile(ctx.model) if compiled else ctx.model
     names = output_names(ctx.model)
 
@@ -45,72 +48,56 @@ def _runner_candidate(runner, graph: str, precision: str) -> Candidate:
     return Candidate(lambda x: runner.run({name: x}), graph, precision, runner)
 
 
-def _ort(ctx: Context, key: str, precision: str, provider: str = "cpu") -> Candidate:
-    from ..runtime.onnxruntime_runner import OnnxRuntimeRunner
-
-    path, desc = ctx.graphs.get(key)
-    return _runner_candidate(OnnxRuntimeRunner(path, provider, ctx.threads), f"ORT {provider}: {desc}", precision)
+def _ort(ctx: Context, spec: BackendSpec, provider: str = "cpu") -> Candidate:
+    path, desc = ctx.graphs.get(spec.graph)
+    return _runner_candidate(OnnxRuntimeRunner(path, provider, ctx.threads), f"ORT {provider}: {desc}", spec.bar)
 
 
-def _ov(ctx: Context, key: str, hint: str | None) -> Candidate:
-    from ..runtime.openvino_runner import OpenVINORunner
-
-    path, desc = ctx.graphs.get(key)
+def _ov(ctx: Context, spec: BackendSpec) -> Candidate:
+    path, desc = ctx.graphs.get(spec.graph)
     # Reshaped to the case's static shape: the peers get OpenVINO's fast path too, so the bar is measured
     # against the best a user gets from OpenVINO on the plain export.
-    runner = OpenVINORunner(path, ctx.threads, hint, static_shape=ctx.shape)
+    runner = OpenVINORunner(path, ctx.threads, spec.hint, static_shape=ctx.shape)
     runner.load()
     return _runner_candidate(runner, f"OpenVINO CPU: {desc}, reshaped static", runner.effective_precision)
 
 
-def _tensorrt(ctx: Context) -> Candidate:
-    try:
+def _tensorrt(ctx: Context, spec: BackendSpec) -> Candidate:
+    try:  # optional: TensorRT's libraries and a GPU
         import tensorrt  # noqa: F401
     except ImportError:
         raise UsageError("TensorRT is not installed (pip install tensorrt; needs an NVIDIA GPU)") from None
-    import onnxruntime as ort
-
     if "TensorrtExecutionProvider" not in ort.get_available_providers():
         raise UsageError("ONNX Runtime has no TensorrtExecutionProvider here (install onnxruntime-gpu)")
-    return _ort(ctx, "static", "fp32", provider="tensorrt")
+    return _ort(ctx, spec, provider="tensorrt")
 
 
-def _torch_cuda(ctx: Context) -> Candidate:
-    from ..runtime.torch_cuda_runner import TorchCudaRunner
-
+def _torch_cuda(ctx: Context, spec: BackendSpec) -> Candidate:
     runner = TorchCudaRunner(ctx.model)
     return _runner_candidate(runner, "PyTorch fp16 on CUDA: fused Triton attention, CUDA graphs", "fp16")
 
 
-BUILDERS: dict[str, Callable[[Context], Candidate]] = {
-    "torch": _torch,
-    "torch-compile": lambda c: _torch(c, compiled=True),
-    "torch-bf16": lambda c: _torch(c, bf16=True),
-    "ort": lambda c: _ort(c, "plain", "fp32"),
-    "ort-static": lambda c: _ort(c, "static", "fp32"),
-    "ort-target": lambda c: _ort(c, "target-onnxruntime", "fp32"),
-    "ort-fp16": lambda c: _ort(c, "fp16", "fp16"),
-    "ort-int8": lambda c: _ort(c, "int8-onnxruntime", "int8"),
-    "ov-f32": lambda c: _ov(c, "plain", "f32"),
-    "ov-bf16": lambda c: _ov(c, "plain", "bf16"),
-    "ov-nncf-int8": lambda c: _ov(c, "nncf-plain", None),
-    "ov-target-f32": lambda c: _ov(c, "target-openvino", "f32"),
-    "ov-target-bf16": lambda c: _ov(c, "target-openvino", "bf16"),
-    "ov-int8": lambda c: _ov(c, "int8-openvino", None),  # Q/DQ layers in int8, the rest in OpenVINO's default
-    "ov-target-nncf-int8": lambda c: _ov(c, "nncf-target-openvino", None),
+# runtime of a BackendSpec -> how to build it
+BUILDERS: dict[str, Callable[[Context, BackendSpec], Candidate]] = {
+    "torch": lambda c, s: _torch(c),
+    "torch-compile": lambda c, s: _torch(c, compiled=True),
+    "torch-bf16": lambda c, s: _torch(c, bf16=True),
+    "ort": _ort,
+    "ov": _ov,
     "tensorrt": _tensorrt,
     "torch-cuda": _torch_cuda,
 }
-assert BUILDERS.keys() == BACKENDS.keys()
+assert {b.runtime for b in BACKENDS.values()} <= BUILDERS.keys()
 
 
 def build(name: str, ctx: Context) -> Candidate:
     """The backend, or an exception whose one line says why not (a bf16 path on a CPU without bf16
     instructions is refused unless asked for: emulated, it takes seconds per call and says nothing)."""
-    why = emulated(BACKENDS[name], ctx.flags)
+    spec = BACKENDS[name]
+    why = emulated(spec.bar, ctx.flags)
     if why and not ctx.run_emulated:
         raise EmulatedError(f"emulated, skipped: {why} (--run-emulated times it anyway)")
-    return BUILDERS[name](ctx)
+    return BUILDERS[spec.runtime](ctx, spec)
 
 
 class EmulatedError(UsageError):

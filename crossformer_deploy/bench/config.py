@@ -6,25 +6,57 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import UsageError
-from ..runtime.parity import TOLERANCES
+from crossformer_deploy.base.errors import UsageError
+from crossformer_deploy.runtime.parity import TOLERANCES
 
-# Order = table order; the value is the precision a backend's accuracy is held to (BAR).
-BACKENDS: dict[str, str] = {
-    "torch": "fp32", "torch-compile": "fp32", "torch-bf16": "bf16",
-    "ort": "fp32", "ort-static": "fp32", "ort-target": "fp32", "ort-fp16": "fp16", "ort-int8": "int8",
-    "ov-f32": "fp32", "ov-bf16": "bf16", "ov-nncf-int8": "int8",
-    "ov-target-f32": "fp32", "ov-target-bf16": "bf16", "ov-int8": "int8", "ov-target-nncf-int8": "int8",
-    "tensorrt": "fp32", "torch-cuda": "fp16",
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One way from a CrossFormer to an answer: which runtime, on which graph (``graphs.GRAPHS``), held to which
+    precision's bar, and whose path it is (a peer is what a user runs without us)."""
+
+    runtime: str  # torch | torch-compile | torch-bf16 | ort | ov | tensorrt | torch-cuda
+    bar: str  # the precision whose bar (BAR) its accuracy is held to
+    role: str = "other"  # peer | ours | other
+    graph: str | None = None  # the graph an ort / ov / tensorrt backend runs
+    hint: str | None = None  # OpenVINO's INFERENCE_PRECISION_HINT (None: OpenVINO's own choice)
+    run: str = ""  # how a user runs the result (--recommend)
+
+
+_INFER = "crossformer-infer IMAGES --model model.onnx"
+_INFER_OV = _INFER + " --provider openvino"
+_OV_BF16 = "OpenVINO with INFERENCE_PRECISION_HINT=bf16 (runtime/openvino_runner.py)"
+_NNCF_OURS = ("then crossformer_deploy.bench.graphs.nncf_quantize(model.onnx, CALIB_DIR, ...) -> model.xml, run with "
+              "OpenVINO (not a crossformer-export option: it lost to ov-int8)")
+# Order = table order.
+BACKENDS: dict[str, BackendSpec] = {
+    "torch": BackendSpec("torch", "fp32", run="PyTorch: crossformer_deploy.create_model(...) (no export)"),
+    "torch-compile": BackendSpec("torch-compile", "fp32", run="PyTorch: torch.compile(create_model(...))"),
+    "torch-bf16": BackendSpec("torch-bf16", "bf16",
+                              run="PyTorch: create_model(...) under torch.autocast('cpu', torch.bfloat16)"),
+    "ort": BackendSpec("ort", "fp32", "peer", "plain", run=_INFER),
+    "ort-static": BackendSpec("ort", "fp32", graph="static", run=_INFER),
+    "ort-target": BackendSpec("ort", "fp32", "ours", "target-onnxruntime", run=_INFER),
+    "ort-fp16": BackendSpec("ort", "fp16", "ours", "fp16", run=_INFER),
+    "ort-int8": BackendSpec("ort", "int8", "ours", "int8-onnxruntime", run=_INFER),
+    "ov-f32": BackendSpec("ov", "fp32", "peer", "plain", "f32", run=_INFER_OV),
+    "ov-bf16": BackendSpec("ov", "bf16", "peer", "plain", "bf16", run=_OV_BF16),
+    "ov-nncf-int8": BackendSpec("ov", "int8", "peer", "nncf-plain", run="nncf.quantize(openvino model, dataset, "
+                                "model_type=TRANSFORMER), then OpenVINO (NNCF's path, not ours)"),
+    "ov-target-f32": BackendSpec("ov", "fp32", "ours", "target-openvino", "f32", run=_INFER_OV),
+    "ov-target-bf16": BackendSpec("ov", "bf16", "ours", "target-openvino", "bf16", run=_OV_BF16),
+    # Q/DQ layers in int8, the rest in OpenVINO's default precision
+    "ov-int8": BackendSpec("ov", "int8", "ours", "int8-openvino", run=_INFER_OV),
+    "ov-target-nncf-int8": BackendSpec("ov", "int8", "ours", "nncf-target-openvino", run=_NNCF_OURS),
+    "tensorrt": BackendSpec("tensorrt", "fp32", graph="static", run="ONNX Runtime's TensorRT execution provider"),
+    "torch-cuda": BackendSpec("torch-cuda", "fp16",
+                              run="crossformer-infer IMAGES --variant V --weights W --provider torch-cuda"),
 }
-# What a CPU user picks without us: the plain export on ONNX Runtime or OpenVINO, and OpenVINO's own INT8
-# (NNCF post-training quantization, transformer preset, on the plain export).
-PEERS = ("ort", "ov-f32", "ov-bf16", "ov-nncf-int8")
-# Our paths: graphs out of our export pipeline (target passes, our FP16 / INT8 passes, NNCF on our graph).
-OURS = ("ort-target", "ort-fp16", "ort-int8", "ov-target-f32", "ov-target-bf16", "ov-int8", "ov-target-nncf-int8")
+PEERS = tuple(k for k, b in BACKENDS.items() if b.role == "peer")
+OURS = tuple(k for k, b in BACKENDS.items() if b.role == "ours")
 BASELINE = "torch"
-GOAL_RATIO = 1.2  # issue [J]: our fastest faithful path against the fastest faithful peer
-# Faithful (issue [J]): fp32 max abs <= 1e-4; bf16 like fp16, cosine >= 0.9995; int8 cosine >= 0.99.
+GOAL_RATIO = 1.2  # our fastest faithful path against the fastest faithful peer (docs/measurements.md)
+# Faithful: fp32 max abs <= 1e-4; bf16 like fp16, cosine >= 0.9995; int8 cosine >= 0.99.
 BAR = {**TOLERANCES, "bf16": TOLERANCES["fp16"]}
 
 
@@ -77,7 +109,7 @@ class Result:
 
 
 def role(backend: str) -> str:
-    return "peer" if backend in PEERS else "ours" if backend in OURS else "other"
+    return BACKENDS[backend].role
 
 
 def check_backends(names: list[str]) -> list[str]:

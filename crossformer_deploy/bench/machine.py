@@ -4,8 +4,13 @@ from __future__ import annotations
 import functools
 import os
 import platform
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
+import onnxruntime
+import torch
+
+from crossformer_deploy.runtime.openvino_runner import openvino_version
 
 CPU_FLAGS = ("amx_tile", "amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
 # bf16 arithmetic in hardware: AVX-512 BF16 (Zen 4, Cooper Lake and later) or AMX (Sapphire Rapids and later).
@@ -38,10 +43,7 @@ def emulated(precision: str, flags: frozenset[str]) -> str | None:
 
 def machine_info() -> dict:
     cpu, flags = cpu_model_and_flags()
-    import onnxruntime
-    import torch
 
-    from ..runtime.openvino_runner import openvino_version
 
     return {"cpu": cpu, "flags": {f: f in flags for f in CPU_FLAGS}, "logical_cpus": os.cpu_count(),
             "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
@@ -60,8 +62,6 @@ def kind(flags: dict[str, bool]) -> str:
 
 
 def _nncf_version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:  # the version only: importing nncf costs seconds
         return version("nncf")
     except PackageNotFoundError:

@@ -6,27 +6,24 @@ import os
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnxruntime as ort
 
-from ..errors import UsageError
+from crossformer_deploy.base.errors import UsageError
+from crossformer_deploy.bench.config import BACKENDS
+from crossformer_deploy.runtime.openvino_runner import OpenVINORunner
 
 if TYPE_CHECKING:
-    from .backends import Context
+    from crossformer_deploy.bench.backends import Context
 
-# backend -> (graph key, OpenVINO precision hint)
-ORT_GRAPHS = {"ort": "plain", "ort-static": "static", "ort-target": "target-onnxruntime", "ort-fp16": "fp16",
-              "ort-int8": "int8-onnxruntime"}
-OV_GRAPHS = {"ov-f32": ("plain", "f32"), "ov-bf16": ("plain", "bf16"), "ov-nncf-int8": ("nncf-plain", None),
-             "ov-target-f32": ("target-openvino", "f32"), "ov-target-bf16": ("target-openvino", "bf16"),
-             "ov-int8": ("int8-openvino", None), "ov-target-nncf-int8": ("nncf-target-openvino", None)}
-PROFILABLE = (*ORT_GRAPHS, *OV_GRAPHS)
+PROFILABLE = tuple(k for k, b in BACKENDS.items() if b.runtime in ("ort", "ov"))
 
 
 def profile_backend(name: str, ctx: Context, x: np.ndarray, runs: int) -> dict:
-    if name in ORT_GRAPHS:
-        ops = ort_op_times(ctx.graphs.get(ORT_GRAPHS[name])[0], x, ctx.threads, runs)
-    elif name in OV_GRAPHS:
-        key, hint = OV_GRAPHS[name]
-        ops = ov_op_times(ctx.graphs.get(key)[0], x, ctx.threads, hint, runs)
+    spec = BACKENDS.get(name)
+    if spec is not None and spec.runtime == "ort":
+        ops = ort_op_times(ctx.graphs.get(spec.graph)[0], x, ctx.threads, runs)
+    elif spec is not None and spec.runtime == "ov":
+        ops = ov_op_times(ctx.graphs.get(spec.graph)[0], x, ctx.threads, spec.hint, runs)
     else:
         raise UsageError(f"--profile works on ort-* and ov-* backends, not {name!r}")
     total = sum(ops.values())
@@ -36,8 +33,6 @@ def profile_backend(name: str, ctx: Context, x: np.ndarray, runs: int) -> dict:
 
 def ort_op_times(path: str, x: np.ndarray, threads: int, runs: int) -> dict[str, float]:
     """ms per run by op type, from the "Node" events of ORT's trace (the first run, a warm-up, left out)."""
-    import onnxruntime as ort
-
     opts = ort.SessionOptions()
     opts.enable_profiling = True
     opts.profile_file_prefix = os.path.join(os.path.dirname(path), "ort_profile")
@@ -60,8 +55,6 @@ def ort_op_times(path: str, x: np.ndarray, threads: int, runs: int) -> dict[str,
 
 def ov_op_times(path: str, x: np.ndarray, threads: int, hint: str | None, runs: int) -> dict[str, float]:
     """ms per run by layer type (and kernel), from OpenVINO's per-layer counters, averaged over runs."""
-    from ..runtime.openvino_runner import OpenVINORunner
-
     ops: dict[str, float] = {}
     with OpenVINORunner(path, threads, hint, static_shape=x.shape, perf_count=True) as r:
         r.run({r.inputs[0].name: x})  # warm-up

@@ -1,8 +1,8 @@
 """The bench report as a table (stdout) and as a bar chart (--plot)."""
 from __future__ import annotations
 
-from ..errors import UsageError
-from .config import role
+from crossformer_deploy.base.errors import UsageError
+from crossformer_deploy.bench.config import GOAL_RATIO, role
 
 COLUMNS = (("median_ms", "median ms", 10, ".2f"), ("p90_ms", "p90 ms", 9, ".2f"), ("images_per_s", "img/s", 8, ".1f"),
            ("vs_torch", "x torch", 8, ".2f"), ("vs_peer", "x peer", 7, ".2f"), ("max_abs", "max|abs|", 9, ".1e"),
@@ -54,7 +54,6 @@ def plot(report: dict, path: str) -> None:
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
 
-    from .config import GOAL_RATIO
 
     cases = list(dict.fromkeys((r["size"], r["batch"]) for r in report["results"]))
     fig, axes = plt.subplots(len(cases), 1, figsize=(8, 0.4 + 3.4 * len(cases)), squeeze=False)

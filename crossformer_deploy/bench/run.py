@@ -15,17 +15,20 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
-from ..export.metadata import ModelInfo
-from ..export.onnx_export import save_onnx, to_onnx
-from ..model.factory import build_model, weights_label
-from ..runtime.parity import Tolerance, cosine_rows
-from ..timing import interleaved
-from .backends import Context, _torch, build, one_line
-from .config import BACKENDS, BAR, BASELINE, GOAL_RATIO, BenchConfig, Candidate, Result, role
-from .graphs import CaseGraphs
-from .machine import cpu_model_and_flags, machine_info
-from .profile import profile_backend
+from crossformer_deploy.base.model_info import ModelInfo
+from crossformer_deploy.bench.backends import Context, _torch, build, one_line
+from crossformer_deploy.bench.config import BACKENDS, BAR, BASELINE, GOAL_RATIO, BenchConfig, Candidate, Result, role
+from crossformer_deploy.bench.graphs import CaseGraphs
+from crossformer_deploy.bench.machine import cpu_model_and_flags, machine_info
+from crossformer_deploy.bench.profile import profile_backend
+from crossformer_deploy.bench.timing import interleaved
+from crossformer_deploy.export.onnx_export import save_onnx, to_onnx
+from crossformer_deploy.model.factory import build_model, weights_label
+from crossformer_deploy.model.synthetic import trained_like
+from crossformer_deploy.runtime.parity import Tolerance, cosine_rows
 
 
 def bench_case(cfg: BenchConfig, model, info: ModelInfo, size: tuple[int, int], batch: int, tmpdir: str,
@@ -49,7 +52,7 @@ def bench_case(cfg: BenchConfig, model, info: ModelInfo, size: tuple[int, int], 
             continue
         r.build_s = time.perf_counter() - t0
         r.graph, r.precision = cand.graph, cand.precision
-        _accuracy(r, reference, got, BAR[BACKENDS[name]])
+        _accuracy(r, reference, got, BAR[BACKENDS[name].bar])
         cands[name] = cand
     _time(cfg, cands, results, x, batch, f"{label} b{batch}")
     _ratios(list(results.values()))
@@ -78,8 +81,6 @@ def _accuracy(r: Result, ref: dict[str, np.ndarray], got: dict[str, np.ndarray],
 
 def _time(cfg: BenchConfig, cands: dict[str, Candidate], results: dict[str, Result], x: np.ndarray, batch: int,
           desc: str) -> None:
-    from tqdm import tqdm
-
     errors: dict[str, BaseException] = {}
 
     def guarded(name: str, fn: Callable) -> Callable[[], object]:
@@ -146,9 +147,6 @@ def goal(results: list[Result]) -> dict | None:
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     """Every case of ``cfg``; returns the report (what --json writes). Without weights the model is made
     trained-like (model/synthetic.py) so that the accuracy column can tell a faithful path from one that is not."""
-    import torch
-
-    from ..model.synthetic import trained_like
 
     torch.set_num_threads(cfg.threads)
     model = build_model(cfg.variant, cfg.weights, seed=0)

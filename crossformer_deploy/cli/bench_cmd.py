@@ -7,12 +7,13 @@ import os
 import shlex
 import sys
 
-from .. import bench
-from ..bench.profile import PROFILABLE
-from ..errors import UsageError
-from ..fileio import check_output_path, write_bytes_atomic
-from ..model.config import VARIANT_CHOICES
-from .common import default_variant, parse_list, parse_size, positive_int, run_main
+from crossformer_deploy import bench
+from crossformer_deploy.base.errors import UsageError
+from crossformer_deploy.base.fileio import check_output_path, write_bytes_atomic
+from crossformer_deploy.base.sizes import parse_size
+from crossformer_deploy.bench.profile import PROFILABLE
+from crossformer_deploy.cli.common import default_variant, parse_list, positive_int, run_main
+from crossformer_deploy.model.config import VARIANT_CHOICES
 
 PROVIDER_BACKENDS = {"cpu": [b for b in bench.BACKENDS if b not in ("tensorrt", "torch-cuda")],
                      "torch-cuda": ["torch", "torch-cuda"]}

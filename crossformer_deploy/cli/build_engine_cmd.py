@@ -5,7 +5,8 @@ import argparse
 import os
 import sys
 
-from .common import Steps, run_main
+from crossformer_deploy.cli.common import Steps, run_main
+from crossformer_deploy.engines.tensorrt.build import build
 
 EXAMPLES = """examples:
   crossformer-build-engine --onnx crossformer_s.onnx --engine crossformer_s.plan
@@ -52,8 +53,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engines.build import build
-
     step = Steps(5, "crossformer-build-engine")
     try:
         res = build(args.onnx, args.engine, args.shapes, timing_cache=args.timing_cache,

@@ -6,10 +6,13 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from ..errors import CrossFormerError, InputSizeError, UsageError
-from ..fileio import remove_temp_files
-from ..interrupt import signals_as_exceptions
-from ..sizes import nearest_valid
+from tqdm import tqdm
+
+from crossformer_deploy.base.errors import CrossFormerError, UsageError
+from crossformer_deploy.base.fileio import remove_temp_files
+from crossformer_deploy.base.interrupt import signals_as_exceptions
+from crossformer_deploy.base.model_info import ModelInfo
+from crossformer_deploy.model.factory import build_model, weights_label
 
 
 def run_main(prog: str, body: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,
@@ -38,30 +41,12 @@ def default_variant(variant: str | None, weights: str | None) -> str | None:
 def classifier_from_args(variant: str | None, weights: str | None, label: str | None = None) -> tuple:
     """(CrossFormer, ModelInfo) of the classifier --variant / --weights name; ``label``: the checkpoint's
     ``weights_label`` if the caller already hashed it."""
-    from ..export.metadata import ModelInfo
-    from ..model.factory import build_model, weights_label
 
     variant = default_variant(variant, weights)
     model = build_model(variant, weights)
     info = ModelInfo(variant=variant or model.cfg.name, mode="classifier", num_classes=model.num_classes,
                      weights=label or weights_label(weights))
     return model, info
-
-
-def parse_size(text: str, stride: int = 32) -> tuple[int, int]:
-    """"224" -> (224, 224); "256x320" -> (256, 320); both must be multiples of ``stride``."""
-    parts = text.lower().replace("*", "x").split("x")
-    try:
-        h, w = (int(parts[0]),) * 2 if len(parts) == 1 else (int(parts[0]), int(parts[1]))
-        if len(parts) > 2 or h <= 0 or w <= 0:
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"size {text!r} is not N or HxW (e.g. 224 or 256x320)") from None
-    for name, n in (("height", h), ("width", w)):
-        if n % stride:
-            lo, hi = nearest_valid(n, stride)
-            raise InputSizeError(f"size {text}: {name} {n} is not a multiple of {stride} (nearest: {lo} or {hi})")
-    return h, w
 
 
 def parse_list(text: str, conv: Callable[[str], object], what: str) -> list:
@@ -90,8 +75,6 @@ class Steps:
     """A progress bar over named steps on stderr (silent when stderr is not a terminal)."""
 
     def __init__(self, total: int, desc: str):
-        from tqdm import tqdm
-
         self.bar = tqdm(total=total, desc=desc, file=sys.stderr, disable=None, leave=False,
                         bar_format="{desc}: {n_fmt}/{total_fmt} {postfix} [{elapsed}]")
         self.started = False

@@ -7,14 +7,21 @@ import os
 import sys
 import time
 
-from ..errors import UsageError
-from ..export.metadata import ModelInfo
-from ..export.onnx_export import DEFAULT_OPSET, save_onnx, to_onnx
-from ..export.pipeline import TARGETS, run_pipeline
-from ..fileio import check_output_path, check_writable_dir
-from ..model.config import VARIANT_CHOICES
-from ..model.factory import build_model, weights_label
-from .common import Steps, default_variant, parse_size, positive_int, run_main
+from crossformer_deploy.base.errors import UsageError
+from crossformer_deploy.base.fileio import check_output_path, check_writable_dir
+from crossformer_deploy.base.model_info import ModelInfo
+from crossformer_deploy.base.sizes import parse_size
+from crossformer_deploy.cli.common import Steps, default_variant, positive_int, run_main
+from crossformer_deploy.engines.tensorrt.build import build_engine, check_engine_path
+from crossformer_deploy.engines.tensorrt.device import current_device_identity
+from crossformer_deploy.engines.tensorrt.profiles import max_size as profiles_max
+from crossformer_deploy.engines.tensorrt.profiles import parse_profiles
+from crossformer_deploy.export.onnx_export import DEFAULT_OPSET, save_onnx
+from crossformer_deploy.export.pipeline import TARGETS
+from crossformer_deploy.export.recipe import Int8Options, Recipe
+from crossformer_deploy.export.recipe import build as recipe_build
+from crossformer_deploy.model.config import VARIANT_CHOICES
+from crossformer_deploy.model.factory import build_model, weights_label
 
 EXAMPLES = """examples:
   crossformer-export --variant s --fp16          # writes ./crossformer-s-fp16.onnx and prints its path
@@ -111,18 +118,14 @@ def run(args: argparse.Namespace) -> int:
     max_size = parse_size(args.max_size) if args.max_size else None
     profiles = None
     if args.engine:  # fail on bad flags in milliseconds, not after the export
-        from ..engines.build import check_engine_path
-        from ..engines.identity import current_device_identity
-        from ..engines.profiles import max_size as profiles_max
-        from ..engines.profiles import parse_profiles
-
         check_engine_path(args.engine)
         current_device_identity()  # TensorRT and a GPU are here, or one line saying which is missing
         if args.shapes:
             profiles = parse_profiles(args.shapes)
             max_size = profiles_max(profiles)  # fold_dpb precomputes the table for the profile's largest input
+    recipe = _recipe(args, max_size)
     variant = default_variant(args.variant, args.weights)
-    step = Steps(4 + args.fp16 + args.int8 + bool(args.engine), "crossformer-export")
+    step = Steps(3 + recipe.steps() + bool(args.engine), "crossformer-export")
     t0 = time.perf_counter()
     step("loading model")
     model = build_model(variant, args.weights, args.mode, args.num_classes, seed=args.seed)
@@ -132,35 +135,31 @@ def run(args: argparse.Namespace) -> int:
     info = ModelInfo(variant=variant or _name(model), mode=args.mode, num_classes=model.num_classes,
                      weights=weights_label(args.weights, args.seed), input_size=size,
                      dynamic=args.static is None, batch=args.batch, crop_ratio=args.crop_ratio)
-    step("tracing to ONNX")
-    proto = to_onnx(model, info, args.opset)
-    step(f"passes for {args.target}")
     explain = (lambda line: print(line, file=sys.stderr)) if args.explain else None
-    # Precision comes before the fusion so that the fused op sees fp16/Q-DQ inputs; the fp32 passes that
-    # fold shapes run first so the converters see a smaller graph.
-    if args.fp16 or args.int8:
-        pre = "plain" if args.target == "tensorrt" else args.target
-        proto = run_pipeline(proto, pre, max_size, explain)
-        proto = _precision(args, proto, info, step)
-        if args.target == "tensorrt":
-            proto = run_pipeline(proto, "tensorrt", max_size, explain)
-    else:
-        proto = run_pipeline(proto, args.target, max_size, explain)
+    proto = recipe_build(model, info, recipe, args.opset, explain, step)
     step("checking and writing")
     save_onnx(proto, args.output)
     if args.engine:
         step("building the TensorRT engine")
-        from ..engines.build import build_engine
-
         build_engine(args.output, args.engine, profiles, progress=step)
     step.close()
     shape = f"{args.batch or 'B'}x3x{size[0]}x{size[1]}" if args.static else f"{args.batch or 'B'}x3xHxW"
-    precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
-    print(f"wrote {args.output} ({info.variant}, {args.mode}, {precision}, target {args.target}, input {shape}, "
+    print(f"wrote {args.output} ({info.variant}, {args.mode}, {recipe.precision}, target {args.target}, input {shape}, "
           f"{time.perf_counter() - t0:.1f} s)" + (f"; engine {args.engine}" if args.engine else ""), file=sys.stderr)
     if named:
         print(args.output)
     return 0
+
+
+def _recipe(args: argparse.Namespace, max_size: tuple[int, int] | None) -> Recipe:
+    int8 = None
+    if args.int8:
+        int8 = Int8Options(args.calib, count=args.calib_count, method=args.calib_method,
+                           size=parse_size(args.calib_size) if args.calib_size else None, cache_path=args.calib_cache,
+                           quantize_head=args.quantize_head,
+                           scheme=None if args.int8_scheme == "auto" else args.int8_scheme)
+    precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
+    return Recipe(args.target, precision, fp16_io=args.fp16_io, max_size=max_size, int8=int8)
 
 
 def default_output(variant: str, args: argparse.Namespace, size: tuple[int, int]) -> str:
@@ -180,22 +179,6 @@ def default_output(variant: str, args: argparse.Namespace, size: tuple[int, int]
     if args.batch:
         parts.append(f"b{args.batch}")
     return "-".join(parts) + ".onnx"
-
-
-def _precision(args: argparse.Namespace, proto, info: ModelInfo, step: Steps):
-    if args.fp16:
-        step("converting to FP16")
-        from ..export.precision.fp16 import to_fp16
-
-        return to_fp16(proto, fp16_io=args.fp16_io)
-    step("calibrating and quantizing to INT8")
-    from ..export.precision.int8 import quantize_int8
-    from ..export.precision.schemes import scheme_for_target
-
-    size = parse_size(args.calib_size) if args.calib_size else None
-    scheme = scheme_for_target(args.target) if args.int8_scheme == "auto" else args.int8_scheme
-    return quantize_int8(proto, None, args.calib, count=args.calib_count, method=args.calib_method, size=size,
-                         cache_path=args.calib_cache, quantize_head=args.quantize_head, scheme=scheme)
 
 
 def _name(model) -> str:

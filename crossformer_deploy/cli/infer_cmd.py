@@ -6,15 +6,19 @@ import json
 import os
 import sys
 
-from ..cache import cache_dir
-from ..errors import ImageError, UsageError
-from ..export.metadata import ModelInfo
-from ..model.config import VARIANT_CHOICES, get_config
-from ..runtime.classify import classify
-from ..runtime.open import open_runner, read_model_info
-from ..runtime.preprocess import list_images
-from ..runtime.runner import Runner
-from .common import classifier_from_args, default_variant, parse_size, positive_int, run_main
+from crossformer_deploy.base.cache import cache_dir
+from crossformer_deploy.base.errors import ImageError, UsageError
+from crossformer_deploy.base.images import list_images
+from crossformer_deploy.base.model_info import ModelInfo
+from crossformer_deploy.base.sizes import parse_size
+from crossformer_deploy.cli.common import classifier_from_args, default_variant, positive_int, run_main
+from crossformer_deploy.engines.open_model import open_runner, read_model_info
+from crossformer_deploy.export.onnx_export import export
+from crossformer_deploy.model.config import VARIANT_CHOICES, get_config
+from crossformer_deploy.model.factory import weights_label
+from crossformer_deploy.runtime.classify import classify
+from crossformer_deploy.runtime.runner import Runner
+from crossformer_deploy.runtime.torch_cuda_runner import TorchCudaRunner, torch_cuda_device
 
 EXAMPLES = """examples:
   crossformer-infer samples/chelsea.jpg
@@ -62,8 +66,6 @@ def ensure_model(args: argparse.Namespace) -> str:
         if args.variant or args.weights:
             raise UsageError("give either --model or --variant/--weights, not both")
         return args.model
-    from ..export.onnx_export import export
-    from ..model.factory import weights_label
 
     variant = default_variant(args.variant, args.weights)
     label = weights_label(args.weights)  # hashes the checkpoint once: the cache key and the export's metadata
@@ -122,7 +124,6 @@ def _torch_cuda(args: argparse.Namespace) -> tuple[ModelInfo, Runner]:
     """The checkpoint as a PyTorch model for the torch-cuda runner (no export): its info and the runner."""
     if args.model:
         raise UsageError("--provider torch-cuda runs a checkpoint: give --weights and/or --variant, not --model")
-    from ..runtime.torch_cuda_runner import TorchCudaRunner, torch_cuda_device
 
     torch_cuda_device()  # no GPU: one line now, before the checkpoint is read
     model, info = classifier_from_args(args.variant, args.weights)

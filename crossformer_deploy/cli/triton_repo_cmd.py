@@ -6,9 +6,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..errors import UsageError
-from ..fileio import check_writable_dir
-from .common import positive_int, run_main
+from crossformer_deploy.base.errors import UsageError
+from crossformer_deploy.base.fileio import check_writable_dir
+from crossformer_deploy.cli.common import positive_int, run_main
+from crossformer_deploy.engines.triton.repository import write_repository
 
 BACKENDS = {"auto": "auto", "onnxruntime": "onnx", "tensorrt": "plan", "python": "python"}
 
@@ -25,7 +26,7 @@ NAME_postprocess (logits -> top-k labels) and NAME_ensemble (bytes in, labels ou
 
 Serve it (Python-backend models need numpy<2 in the stub's Python; this makes that env once and
 prints the tritonserver command):
-  python -m crossformer_deploy.engines.triton_env --serve repo/
+  python -m crossformer_deploy.engines.triton.env --serve repo/
 See engines/TRITON.md.
 """
 
@@ -51,8 +52,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def body(args: argparse.Namespace) -> int:
-    from ..engines.triton_repo import write_repository
-
     _check_out_dir(args.out)
     written = write_repository(args.model, args.name, args.out, max_batch=args.max_batch, instances=args.instances,
                                with_preprocess=args.with_preprocess, kind=BACKENDS[args.backend],

@@ -4,24 +4,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 import numpy as np
 
-from ..errors import UsageError
-from ..export.metadata import ModelInfo
-from ..export.precision import schemes
-from ..model.config import VARIANT_CHOICES
-from ..model.crossformer import CrossFormer
-from ..model.factory import model_from_label
-from ..runtime.classify import fill_batch
-from ..runtime.open import ENGINE_EXTS, open_runner, read_model_info
-from ..runtime.parity import TOLERANCES, compare
-from ..runtime.preprocess import list_images, load_batch
-from ..runtime.runner import Runner
-from ..runtime.torch_cuda_runner import TorchCudaRunner
-from ..runtime.torch_runner import TorchRunner
-from .common import classifier_from_args, parse_list, parse_size, positive_int, run_main
+from crossformer_deploy.base.errors import UsageError
+from crossformer_deploy.base.images import list_images, load_batch
+from crossformer_deploy.base.model_file import is_engine
+from crossformer_deploy.base.model_info import ModelInfo
+from crossformer_deploy.base.sizes import parse_size
+from crossformer_deploy.cli.common import classifier_from_args, parse_list, positive_int, run_main
+from crossformer_deploy.engines.open_model import open_runner, read_model_info
+from crossformer_deploy.export.precision import schemes
+from crossformer_deploy.model.config import VARIANT_CHOICES
+from crossformer_deploy.model.crossformer import CrossFormer
+from crossformer_deploy.model.factory import model_from_label
+from crossformer_deploy.runtime.classify import fill_batch
+from crossformer_deploy.runtime.parity import TOLERANCES, compare
+from crossformer_deploy.runtime.runner import Runner
+from crossformer_deploy.runtime.torch_cuda_runner import TorchCudaRunner
+from crossformer_deploy.runtime.torch_runner import TorchRunner
 
 EXAMPLES = """examples:
   crossformer-validate --model crossformer_s.onnx --weights crossformer-s.pth
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if info.precision not in TOLERANCES:
         raise UsageError(f"no tolerance row for precision {info.precision!r}")
     tol = TOLERANCES[info.precision]
-    if args.provider in ("cpu", "openvino") and not args.model.endswith(ENGINE_EXTS):
+    if args.provider in ("cpu", "openvino") and not is_engine(args.model):
         # Before the run, so that a FAIL below comes with its likely cause.
         warning = schemes.saturation_warning(info, schemes.cpu_flags())
         if warning:
@@ -125,8 +128,6 @@ def _runner(args: argparse.Namespace, model) -> Runner:
 
 def _accuracy(model, args, info, reference, size: tuple[int, int]) -> dict | None:
     """Top-1 of the runtime and of the reference on a labelled folder (sub-folders named by class id)."""
-    import os
-
     paths = list_images([args.images])
     labels = []
     for p in paths:

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .grouping import MASK_FILL, GroupLayout, group, group_index, ungroup, ungroup_index
-from .position_bias import DynamicPosBias, gather_bias, offset_index
+from crossformer_deploy.model.grouping import MASK_FILL, GroupLayout, group, group_index, ungroup, ungroup_index
+from crossformer_deploy.model.position_bias import DynamicPosBias, gather_bias, offset_index
 
 
 def layout_indices(lay: GroupLayout, device=None) -> tuple[Tensor, Tensor, Tensor, Tensor]:

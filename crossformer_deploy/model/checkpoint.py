@@ -19,9 +19,9 @@ import re
 
 import torch
 
-from ..errors import CheckpointError, first_line
-from . import safe_pickle
-from .config import PP_GROUPING, TINIES, VARIANTS, CrossFormerConfig
+from crossformer_deploy.base.errors import CheckpointError, first_line
+from crossformer_deploy.model import safe_pickle
+from crossformer_deploy.model.config import PP_GROUPING, TINIES, VARIANTS, CrossFormerConfig
 
 DERIVED = ("attn.biases", "attn.relative_position_index", "attn_mask")
 HEAD_KEYS = ("norm.weight", "norm.bias", "head.weight", "head.bias")
@@ -32,6 +32,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = checkpoint_file(path)
     try:
         if path.endswith(".safetensors"):
+            # here, not at the top: the model package also runs where only PyTorch is (the GPU check)
             from safetensors.torch import load_file
 
             obj = load_file(path)
@@ -101,9 +102,9 @@ def infer_config(sd: dict[str, torch.Tensor]) -> tuple[CrossFormerConfig, int | 
         some = ", ".join(sorted(sd)[:3])
         raise CheckpointError(f"not a CrossFormer checkpoint (keys start {some} ...)") from None
     num_classes = sd["head.weight"].shape[0] if "head.weight" in sd else None
-    pp = any(".ex_conv." in k for k in sd)
+    cooling = any(".ex_conv." in k for k in sd)  # only CrossFormer++ has cooling layers
     family = {**PP_GROUPING, "group_sizes": PP_GROUPING["group_sizes"][:n_stages],
-              "intervals": PP_GROUPING["intervals"][:n_stages]} if pp else {}
+              "intervals": PP_GROUPING["intervals"][:n_stages]} if cooling else {}
     try:
         cfg = CrossFormerConfig(embed_dim, depths, heads, patch_sizes=patch_sizes, merge_sizes=merges,
                                 mlp_ratios=mlp_ratios, **family)

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputSizeError
-from ..sizes import nearest_hint
-from .attention import Attention
-from .config import CrossFormerConfig
-from .embedding import PatchEmbed, PatchMerging
-from .grouping import Size, group_layout
+from crossformer_deploy.base.errors import InputSizeError
+from crossformer_deploy.base.sizes import check_size
+from crossformer_deploy.model.attention import Attention
+from crossformer_deploy.model.config import CrossFormerConfig, Family
+from crossformer_deploy.model.embedding import PatchEmbed, PatchMerging
+from crossformer_deploy.model.grouping import Size, group_layout
 
 
 class Mlp(nn.Module):
@@ -33,13 +33,13 @@ class Mlp(nn.Module):
 
 
 class CrossFormerBlock(nn.Module):
-    """x + Attn(LN(x)), then x + MLP(LN(x)); SDA (``lda=False``) or LDA grouping of either family
-    (``pp``), and with ``acl`` CrossFormer++'s amplitude cooling layer at the end."""
+    """x + Attn(LN(x)), then x + MLP(LN(x)); SDA (``lda=False``) or LDA grouping of either
+    ``family``, and with ``acl`` CrossFormer++'s amplitude cooling layer at the end."""
 
     def __init__(self, dim: int, num_heads: int, group_size: int, interval: int, lda: bool,
-                 mlp_ratio: float, pp: bool = False, acl: bool = False):
+                 mlp_ratio: float, family: Family = Family.CROSSFORMER, acl: bool = False):
         super().__init__()
-        self.group_size, self.interval, self.lda, self.pp = group_size, interval, lda, pp
+        self.group_size, self.interval, self.lda, self.family = group_size, interval, lda, family
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim)
@@ -50,7 +50,7 @@ class CrossFormerBlock(nn.Module):
             self.ex_ln = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, H: Size, W: Size) -> Tensor:
-        lay = group_layout(H, W, self.group_size, self.interval, self.lda, self.pp)
+        lay = group_layout(H, W, self.group_size, self.interval, self.lda, self.family)
         x = x + self.attn(self.norm1(x), lay)
         x = x + self.mlp(self.norm2(x))
         if self.acl:  # amplitude cooling: LN(depthwise 3x3 conv(x)), zero padding, no residual
@@ -66,7 +66,7 @@ class Stage(nn.Module):
         dim = cfg.stage_dim(i)
         self.blocks = nn.ModuleList(
             CrossFormerBlock(dim, cfg.num_heads[i], cfg.group_sizes[i], cfg.intervals[i], lda=j % 2 == 1,
-                             mlp_ratio=cfg.mlp_ratios[i], pp=cfg.pp, acl=cfg.has_acl(i, j))
+                             mlp_ratio=cfg.mlp_ratios[i], family=cfg.family, acl=cfg.has_acl(i, j))
             for j in range(cfg.depths[i])
         )
         last = i == cfg.num_stages - 1
@@ -102,14 +102,6 @@ def _hw(x: Tensor) -> tuple[Size, Size]:
     return int(x.shape[1]), int(x.shape[2])
 
 
-def check_input_size(h: int, w: int, stride: int) -> None:
-    """InputSizeError (a ValueError) naming the nearest valid sizes unless H, W are positive multiples of ``stride``."""
-    bad = [(name, n) for name, n in (("height", h), ("width", w)) if n < stride or n % stride]
-    if bad:
-        hints = ", ".join(f"{name} {n} -> {nearest_hint(n, stride)}" for name, n in bad)
-        raise InputSizeError(f"input size {h}x{w} is not a multiple of {stride} ({hints})")
-
-
 class CrossFormer(nn.Module):
     """CrossFormer or CrossFormer++ (``cfg.family``).
 
@@ -132,7 +124,7 @@ class CrossFormer(nn.Module):
         if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
             if x.dim() != 4 or x.shape[1] != self.cfg.in_chans:
                 raise InputSizeError(f"expected an image batch [B, {self.cfg.in_chans}, H, W], got {list(x.shape)}")
-            check_input_size(x.shape[2], x.shape[3], self.cfg.stride)
+            check_size(x.shape[2], x.shape[3], self.cfg.stride)
         x = self.patch_embed(x)
         feats = []
         for layer in self.layers:

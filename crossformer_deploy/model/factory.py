@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import os
 
-from ..errors import CheckpointError
-from .checkpoint import checkpoint_file, describe, infer_config, load_weights, read_state_dict
-from .config import CrossFormerConfig, get_config
-from .crossformer import CrossFormer
+import torch
+
+from crossformer_deploy.base.errors import CheckpointError
+from crossformer_deploy.base.fileio import sha256_file
+from crossformer_deploy.model.checkpoint import checkpoint_file, describe, infer_config, load_weights, read_state_dict
+from crossformer_deploy.model.config import CrossFormerConfig, get_config
+from crossformer_deploy.model.crossformer import CrossFormer
 
 
 def create_model(variant: str | CrossFormerConfig | None = "s", weights: str | os.PathLike | None = None,
@@ -46,7 +49,6 @@ def weights_label(weights: str | os.PathLike | None, seed: int = 0) -> str:
     """How an exported model records its weights, so validation can rebuild the same reference."""
     if weights is None:
         return f"random-init seed={seed}"
-    from ..fileio import sha256_file
 
     return f"{os.path.basename(os.fspath(weights))} sha256={sha256_file(checkpoint_file(weights))}"
 
@@ -55,8 +57,6 @@ def build_model(variant: str | CrossFormerConfig | None, weights: str | os.PathL
                 mode: str = "classifier", num_classes: int | None = None, seed: int = 0) -> CrossFormer:
     """``create_model``, with untrained weights made reproducible from ``seed`` (export and validate
     must build the same random model)."""
-    import torch
-
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return create_model(variant, weights, mode, num_classes)

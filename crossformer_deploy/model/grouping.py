@@ -29,6 +29,8 @@ from typing import Union
 import torch
 from torch import Tensor
 
+from crossformer_deploy.model.config import Family
+
 Size = Union[int, Tensor]
 
 # The authors' additive fill for padded keys (fp32). FP16 graphs replace it (it overflows fp16).
@@ -73,14 +75,15 @@ def _cdiv(a: Size, b: Size) -> Size:
     return (a + b - 1) // b
 
 
-def group_layout(H: Size, W: Size, group_size: int, interval: int, lda: bool, pp: bool = False) -> GroupLayout:
-    """The layout of an SDA (``lda=False``) or LDA block of either family (``pp``: CrossFormer++), with
-    the small-map rule applied for this call only (module docstring)."""
+def group_layout(H: Size, W: Size, group_size: int, interval: int, lda: bool,
+                 family: Family = Family.CROSSFORMER) -> GroupLayout:
+    """The layout of an SDA (``lda=False``) or LDA block of either family, with the small-map rule applied for
+    this call only (module docstring)."""
     mn = smin(H, W)
     small = mn <= group_size
     use_lda = (~small if isinstance(small, Tensor) else not small) if lda else False
     s = select(use_lda, interval, 1)
-    if pp:
+    if family is Family.CROSSFORMER_PP:
         gh, gw = select(small, H, group_size), select(small, W, group_size)
     else:
         g = smin(group_size, mn)  # SDA group size, shrunk on small maps

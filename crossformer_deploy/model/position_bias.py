@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .grouping import GroupLayout, Size, member_coords
+from crossformer_deploy.model.grouping import GroupLayout, Size, member_coords
 
 
 def _ln_relu_linear(d_in: int, d_out: int) -> nn.Sequential:

@@ -17,6 +17,7 @@ import collections
 import pickle
 from typing import IO, Any
 
+import numpy as np
 import torch
 
 __all__ = ["ArgsNamespace", "ConfigNode", "Unpickler", "load"]
@@ -47,10 +48,6 @@ class ArgsNamespace:
 
 def _numpy_globals() -> dict[tuple[str, str], Any]:
     """numpy scalars and dtypes (mmcv's meta keeps e.g. a best score as numpy.float64): pure data."""
-    try:
-        import numpy as np
-    except ImportError:
-        return {}
     core = np._core if hasattr(np, "_core") else np.core
     found: dict[tuple[str, str], Any] = {("numpy", "dtype"): np.dtype}
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .crossformer import CrossFormer, CrossFormerBlock
+from crossformer_deploy.model.crossformer import CrossFormer, CrossFormerBlock
 
 
 def perturb(model: CrossFormer, seed: int = 0, scale: float = 0.05) -> CrossFormer:

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ImageError, UsageError
-from ..export.metadata import ModelInfo
-from .labels import class_names
-from .preprocess import load_image, preprocess
-from .runner import Runner
+from crossformer_deploy.base.errors import ImageError, UsageError
+from crossformer_deploy.base.images import load_image, preprocess
+from crossformer_deploy.base.labels import class_names
+from crossformer_deploy.base.model_info import ModelInfo
+from crossformer_deploy.runtime.runner import Runner
 
 
 @dataclass(frozen=True)

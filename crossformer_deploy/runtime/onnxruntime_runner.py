@@ -4,9 +4,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import onnxruntime as ort
 
-from ..errors import ModelFileError, UsageError, first_line
-from .runner import Runner, TensorSpec
+from crossformer_deploy.base.errors import ModelFileError, UsageError, first_line
+from crossformer_deploy.base.model_file import check_model_file
+from crossformer_deploy.runtime.runner import Runner, TensorSpec
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -15,15 +17,6 @@ PROVIDERS = {
 }
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
            "tensor(uint8)": np.uint8}
-
-
-def check_model_file(path: str | os.PathLike) -> str:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ModelFileError(f"model file not found: {path}")
-    if os.path.getsize(path) == 0:
-        raise ModelFileError(f"model file is empty: {path}")
-    return path
 
 
 class OnnxRuntimeRunner(Runner):
@@ -39,8 +32,6 @@ class OnnxRuntimeRunner(Runner):
         self.session = None
 
     def _load(self) -> None:
-        import onnxruntime as ort
-
         available = ort.get_available_providers()
         wanted = PROVIDERS[self.provider][0]
         if wanted not in available:

@@ -10,9 +10,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import ModelFileError, UsageError, first_line
-from .onnxruntime_runner import check_model_file
-from .runner import Runner, TensorSpec
+from crossformer_deploy.base.errors import ModelFileError, UsageError, first_line
+from crossformer_deploy.base.model_file import check_model_file
+from crossformer_deploy.runtime.runner import Runner, TensorSpec
 
 PRECISIONS = ("f32", "bf16")
 INSTALL_HINT = "OpenVINO is not installed: pip install openvino"

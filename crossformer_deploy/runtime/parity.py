@@ -18,7 +18,8 @@ class Tolerance:
     max_abs_of_range: float | None = None  # bound on max |a - b| / (max(ref) - min(ref)), per output
 
 
-# DESIGN.md §4. FP16/INT8 are bounded by cosine: absolute error scales with the logits.
+# The bars the project is held to (docs/measurements.md). FP16/INT8 are bounded by cosine: absolute error
+# scales with the logits.
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_abs=1e-4),
     "fp16": Tolerance(min_cosine=0.9995),
@@ -27,7 +28,8 @@ TOLERANCES: dict[str, Tolerance] = {
 
 # TensorRT engines vs the PyTorch fp32 reference. TensorRT may run fp32 convolutions and matmuls in TF32, so
 # fp32 gets an error bound relative to the logits' range instead of 1e-4; every bound is checked to fail a
-# zeroed position bias and LDA run as SDA on a model whose logits span tens of units (tests/test_parity_bounds.py).
+# zeroed position bias and LDA run as SDA on a model whose logits span tens of units
+# (tests/runtime/test_parity_bounds.py).
 ENGINE_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_abs_of_range=1e-3),
     "fp16": Tolerance(min_cosine=0.9995, min_top1=1.0),
@@ -57,6 +59,7 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tol: Tolerance,
             logits: str | None = "logits") -> list[Comparison]:
+    # Polygraphy here, not at the top: cosine_rows also runs on the GPU machine (PyTorch, Triton, CuPy only)
     from polygraphy.comparator.compare import SimpleCompareFunc
     from polygraphy.comparator.struct import IterationResult
     from polygraphy.logger import G_LOGGER

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputSizeError, UsageError
-from ..sizes import nearest_hint
+from crossformer_deploy.base.errors import InputSizeError, UsageError
+from crossformer_deploy.base.sizes import check_size
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,8 @@ def check_shape(spec: TensorSpec, shape: tuple[int, ...], where: str) -> None:
 
 def check_stride(shape: tuple[int, ...], stride: int | None, where: str) -> None:
     """A dynamic graph would run at 225x224 and silently answer for a cropped image: refuse instead."""
-    if stride and len(shape) == 4 and (shape[2] % stride or shape[3] % stride):
-        hints = [f"{n} -> {nearest_hint(n, stride)}" for n in shape[2:] if n % stride]
-        raise InputSizeError(f"{where}: image size {shape[2]}x{shape[3]} is not a multiple of {stride} "
-                             f"({', '.join(hints)})")
+    if stride and len(shape) == 4:
+        check_size(shape[2], shape[3], stride, f"{where}: image size")
 
 
 def _fmt(shape: tuple) -> str:

@@ -17,8 +17,9 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from ..errors import UsageError
-from .runner import Runner, TensorSpec
+from crossformer_deploy.base.errors import UsageError
+from crossformer_deploy.plugins.torch_fused import fuse_attention
+from crossformer_deploy.runtime.runner import Runner, TensorSpec
 
 
 def interpreter_mode() -> bool:
@@ -69,8 +70,8 @@ class TorchCudaRunner(Runner):
 
     def _load(self) -> None:
         self.device = torch_cuda_device()
-        from ..plugins import triton_kernel
-        from ..plugins.torch_fused import fuse_attention
+        # here: the kernel module reads TRITON_INTERPRET when first imported, and imports Triton
+        from crossformer_deploy.plugins import triton_kernel
 
         if triton_kernel.triton is None:
             raise UsageError(f"--provider torch-cuda needs OpenAI Triton: {triton_kernel.TRITON_MISSING}")

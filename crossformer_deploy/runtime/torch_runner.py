@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..model.crossformer import CrossFormer
-from .runner import Runner, TensorSpec
+from crossformer_deploy.model.crossformer import CrossFormer
+from crossformer_deploy.runtime.runner import Runner, TensorSpec
 
 
 class TorchRunner(Runner):

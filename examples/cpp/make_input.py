@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from crossformer_deploy.cli.common import parse_size, run_main
+from crossformer_deploy.base.images import list_images, load_batch
+from crossformer_deploy.base.labels import class_names
+from crossformer_deploy.base.sizes import parse_size
+from crossformer_deploy.cli.common import run_main
+from crossformer_deploy.engines.open_model import read_model_info
 from crossformer_deploy.runtime.classify import fill_batch
-from crossformer_deploy.runtime.labels import class_names
-from crossformer_deploy.runtime.open import read_model_info
-from crossformer_deploy.runtime.preprocess import list_images, load_batch
 
 
 def parser() -> argparse.ArgumentParser:

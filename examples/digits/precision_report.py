@@ -30,7 +30,7 @@ import time
 import numpy as np
 from data import SIZE, export_image_folder, load_split
 
-from crossformer_deploy.export.metadata import ModelInfo
+from crossformer_deploy.base.model_info import ModelInfo
 from crossformer_deploy.export.onnx_export import save_onnx, to_onnx
 from crossformer_deploy.export.precision.fp16 import to_fp16
 from crossformer_deploy.export.precision.int8 import quantize_int8
@@ -108,8 +108,8 @@ def perturb(model, seed: int = 0, scale: float = 0.05):
 
 
 def s_report(work: str, method: str, threads: int, repeats: int) -> dict:
-    from crossformer_deploy.runtime.preprocess import list_images, load_batch
-    from crossformer_deploy.timing import interleaved
+    from crossformer_deploy.base.images import list_images, load_batch
+    from crossformer_deploy.bench.timing import interleaved
 
     model = perturb(build_model("s", seed=0))
     info = ModelInfo("s", "classifier", 1000, "random-init seed=0, perturbed as tests/helpers.py")

@@ -7,13 +7,15 @@ than op patterns: the block's DPB MLP is everything under ``attn/pos/``, its qkv
 """
 from __future__ import annotations
 
-import json
+import functools
 import re
 from dataclasses import dataclass
 
 import onnx_graphsurgeon as gs
 
-from ...errors import CrossFormerError
+from crossformer_deploy.base.errors import CrossFormerError
+from crossformer_deploy.model.config import CrossFormerConfig
+from crossformer_deploy.model.grouping import group_layout
 
 _BLOCK = re.compile(r"^/layers\.(\d+)/blocks\.(\d+)/")
 
@@ -22,51 +24,25 @@ class PassError(CrossFormerError):
     """A pass found its pattern a different number of times than the model has blocks."""
 
 
-@dataclass(frozen=True)
-class Architecture:
-    """What the passes need of the model config (stored as ``architecture`` in metadata_props)."""
+def architecture(props: dict[str, str]) -> CrossFormerConfig:
+    """The model config an export recorded (``architecture`` in its metadata_props)."""
+    if "architecture" not in props:
+        raise PassError("the model carries no 'architecture' metadata: export it with crossformer-export")
+    return CrossFormerConfig.from_json(props["architecture"])
 
-    depths: tuple[int, ...]
-    num_heads: tuple[int, ...]
-    group_sizes: tuple[int, ...]
-    intervals: tuple[int, ...]
-    embed_dim: int
-    pp: bool = False  # CrossFormer++'s layout rule
 
-    @classmethod
-    def from_props(cls, props: dict[str, str]) -> Architecture:
-        if "architecture" not in props:
-            raise PassError("the model carries no 'architecture' metadata: export it with crossformer-export")
-        a = json.loads(props["architecture"])
-        g = a.get("group_sizes", a.get("group_size"))  # exports before CrossFormer++ carry one int
-        g = tuple(g) if isinstance(g, list) else (g,) * len(a["depths"])
-        return cls(tuple(a["depths"]), tuple(a["num_heads"]), g, tuple(a["intervals"]), a["embed_dim"],
-                   a.get("family", "crossformer") == "crossformer++")
-
-    @property
-    def num_blocks(self) -> int:
-        return sum(self.depths)
-
-    def stage_dim(self, stage: int) -> int:
-        return self.embed_dim * 2**stage
-
-    def max_group(self, stage: int, lda: bool, max_size: tuple[int, int]) -> tuple[int, int]:
-        """Largest group shape (gh, gw) a block meets at inputs up to ``max_size`` (any multiple of 32).
-
-        CrossFormer: SDA groups are at most G x G (smaller on small maps); LDA groups are ceil(map / I),
-        largest at the largest map. CrossFormer++: groups are G x G, but a map with min(H, W) <= G is
-        one H x W group, so where the smallest input (32) gives such a map, a group may be a whole map.
-        """
-        g = self.group_sizes[stage]
-        h, w = (n // (4 * 2**stage) for n in max_size)
-        if self.pp:
-            if 32 // (4 * 2**stage) > g:  # no input makes this stage's map small
-                return g, g
-            return max(g, h), max(g, w)
-        if not lda:
-            return g, g
-        i = self.intervals[stage]
-        return max(g, -(-h // i)), max(g, -(-w // i))
+@functools.lru_cache(maxsize=64)
+def max_group(cfg: CrossFormerConfig, stage: int, lda: bool, max_size: tuple[int, int]) -> tuple[int, int]:
+    """Largest group shape (gh, gw) a block of ``stage`` meets at any input up to ``max_size``: the model's own
+    ``group_layout`` evaluated at every valid input size, so the answer is exact by construction (CrossFormer's
+    LDA groups grow with the map, CrossFormer++ makes a whole small map one group)."""
+    step, st = cfg.stride, cfg.stage_stride(stage)
+    gh = gw = 1
+    for h in range(step, max_size[0] + 1, step):
+        for w in range(step, max_size[1] + 1, step):
+            lay = group_layout(h // st, w // st, cfg.group_sizes[stage], cfg.intervals[stage], lda, cfg.family)
+            gh, gw = max(gh, lay.gh), max(gw, lay.gw)
+    return gh, gw
 
 
 @dataclass

@@ -14,6 +14,9 @@ import tempfile
 
 import onnx
 import onnx_graphsurgeon as gs
+import onnxruntime as ort
+from polygraphy.backend.onnx import fold_constants
+from polygraphy.logger import G_LOGGER
 
 
 @contextlib.contextmanager
@@ -28,10 +31,6 @@ def _in_scratch_dir():
 
 
 def fold_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    import onnxruntime as ort
-    from polygraphy.backend.onnx import fold_constants
-    from polygraphy.logger import G_LOGGER
-
     G_LOGGER.module_severity = G_LOGGER.ERROR
     ort.set_default_logger_severity(3)  # its graph optimiser warns about every Unsqueeze it keeps
     # Polygraphy prints its notes ("large outputs", "colored not installed") on stdout, which is the

@@ -6,40 +6,45 @@ Pattern (per block), with T = (2gh-1)(2gw-1) offsets of the runtime group shape:
 
 becomes, for a largest group shape (GH, GW) known ahead (a static size, or an engine profile's max):
 
-    offsets --MatMul([[2GW-1], [1]]) + const --Cast(int64)--> row --Gather(T_max [(2GH-1)(2GW-1), heads])--> table
+    offsets --MatMul([[2GW-1], [1]]) + const --Cast(int64)--> row ---------------------------.
+    centred [heads, 2GH-1, 2GW-1] --Reshape([heads, -1])--Transpose--> T_max [(2GH-1)(2GW-1), heads] --Gather--> table
 
 The MLP runs once, here, on the (2GH-1)(2GW-1) largest offsets; at run time only a gather remains.
 With a static size the offsets are constant too, and constant folding then leaves one bias
-[heads, N, N] per block. The table constant is named ``{block}attn/dpb_table_{2GH-1}x{2GW-1}`` so
-that fuse_grouped_attention can hand the op the centred table [heads, 2GH-1, 2GW-1] directly.
+[heads, N, N] per block. The table is stored centred, as the fused op takes it, so that
+fuse_grouped_attention hands the op that constant directly (``folded_table``); cleanup folds the
+Reshape and Transpose of a constant for the targets that keep the gather.
 Unbounded dynamic shapes keep the shape-aware MLP (do not run this pass).
 """
 from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
+import onnxruntime as ort
 
-from .blocks import Architecture, PassError, blocks, expect, scope_boundary
+from crossformer_deploy.export.passes.blocks import PassError, blocks, expect, max_group, scope_boundary
+from crossformer_deploy.model.config import CrossFormerConfig
 
 
-def _as_input(t: gs.Tensor) -> gs.Variable:
+def _as_input(t: gs.Tensor, rows: str) -> gs.Variable:
     if isinstance(t, gs.Constant):
-        t.to_variable(dtype=np.float32, shape=["T", 2])
+        t.to_variable(dtype=np.float32, shape=[rows, 2])
         t.inputs.clear()
         return t
     t.inputs.clear()  # cut it from whatever computed the offsets
-    t.dtype, t.shape = np.float32, ["T", 2]
+    t.dtype, t.shape = np.float32, [rows, 2]
     return t
 
 
 def _max_tables(graph: gs.Graph, ports: list[tuple[gs.Variable, gs.Variable, tuple[int, int]]]) -> list[np.ndarray]:
     """Run every block's DPB MLP (cut out of the graph) on its largest offset grid, in one session."""
-    import onnxruntime as ort
-
     sub = graph.copy()
     tensors = sub.tensors()
-    sub.inputs = [_as_input(tensors[off.name]) for off, _, _ in ports]
-    sub.outputs = [tensors[tab.name].to_variable(dtype=np.float32, shape=["T", "heads"]) for _, tab, _ in ports]
+    # one row count per offsets tensor: ONNX Runtime takes equal dim names for equal sizes (and reuses buffers)
+    rows = {name: f"T{i}" for i, name in enumerate(dict.fromkeys(off.name for off, _, _ in ports))}
+    sub.inputs = [_as_input(tensors[name], dim) for name, dim in rows.items()]
+    sub.outputs = [tensors[tab.name].to_variable(dtype=np.float32, shape=[rows[off.name], "heads"])
+                   for off, tab, _ in ports]
     sub.cleanup()
     model = gs.export_onnx(sub)
     opts = ort.SessionOptions()
@@ -64,13 +69,20 @@ def dpb_ports(graph: gs.Graph, prefix: str) -> tuple[gs.Tensor, gs.Variable]:
     return first[0].inputs[0], leaving[0]
 
 
-def fold_dpb(graph: gs.Graph, arch: Architecture, max_size: tuple[int, int]) -> gs.Graph:
+def fold_dpb(graph: gs.Graph, cfg: CrossFormerConfig, max_size: tuple[int, int]) -> gs.Graph:
     """Replace each block's DPB MLP by a gather from a table precomputed for inputs up to ``max_size``."""
     ports = []
     for blk in blocks(graph):
         offsets, table = dpb_ports(graph, blk.prefix)
-        ports.append((offsets, table, arch.max_group(blk.stage, blk.lda, max_size), blk))
-    expect(len(ports), arch.num_blocks, "fold_dpb: DPB subgraphs")
+        ports.append((offsets, table, max_group(cfg, blk.stage, blk.lda, tuple(max_size)), blk))
+    expect(len(ports), sum(cfg.depths), "fold_dpb: DPB subgraphs")
+    # Blocks whose offsets are one tensor (the exporter computes equal layout arithmetic once) are fed one grid:
+    # the largest any of them needs (a table larger than a block needs is read only in its window).
+    largest: dict[str, tuple[int, int]] = {}
+    for offsets, _, (gh, gw), _ in ports:
+        h, w = largest.get(offsets.name, (1, 1))
+        largest[offsets.name] = (max(h, gh), max(w, gw))
+    ports = [(offsets, table, largest[offsets.name], blk) for offsets, table, _, blk in ports]
     tables = _max_tables(graph, [p[:3] for p in ports])
     for (offsets, table, (gh, gw), blk), flat in zip(ports, tables):
         p = blk.prefix + "attn/dpb_folded/"
@@ -83,19 +95,26 @@ def fold_dpb(graph: gs.Graph, arch: Architecture, max_size: tuple[int, int]) -> 
         row = graph.layer(op="Reshape", name=p + "Reshape", inputs=[row, gs.Constant(p + "flat", np.array([-1]))],
                           outputs=[p + "row"])[0]
         table.inputs.clear()  # the MLP loses its consumer; cleanup removes it
-        name = f"{blk.prefix}attn/dpb_table_{2 * gh - 1}x{2 * gw - 1}"
-        graph.layer(op="Gather", name=p + "Gather", inputs=[gs.Constant(name, flat), row],
-                    outputs=[table], attrs={"axis": 0})
+        heads = flat.shape[1]
+        centred = gs.Constant(blk.prefix + "attn/dpb_table", np.ascontiguousarray(
+            flat.T.reshape(heads, 2 * gh - 1, 2 * gw - 1)))
+        by_head = gs.Constant(p + "by_head_shape", np.array([heads, -1]))
+        rows = graph.layer(op="Reshape", name=p + "Flatten", inputs=[centred, by_head], outputs=[p + "by_head"])[0]
+        rows = graph.layer(op="Transpose", name=p + "Transpose", inputs=[rows], outputs=[p + "flat_table"],
+                           attrs={"perm": [1, 0]})[0]
+        graph.layer(op="Gather", name=p + "Gather", inputs=[rows, row], outputs=[table], attrs={"axis": 0})
     return graph.cleanup().toposort()
 
 
-
 def folded_table(graph: gs.Graph, prefix: str) -> gs.Constant | None:
-    """The centred table [heads, 2GH-1, 2GW-1] that ``fold_dpb`` left for a block, if it ran."""
+    """The centred table [heads, 2GH-1, 2GW-1] that ``fold_dpb`` left for a block (the constant its Gather reads
+    through Reshape and Transpose), or None where it did not run."""
     gather = next((n for n in graph.nodes if n.name == prefix + "attn/dpb_folded/Gather"), None)
     if gather is None:
         return None
-    flat = gather.inputs[0]
-    th, tw = (int(v) for v in flat.name.rsplit("_", 1)[1].split("x"))
-    centred = flat.values.T.reshape(flat.values.shape[1], th, tw)
-    return gs.Constant(prefix + "attn/dpb_table", np.ascontiguousarray(centred))
+    transpose = gather.inputs[0].inputs[0] if gather.inputs[0].inputs else None
+    reshape = transpose.inputs[0].inputs[0] if transpose is not None and transpose.inputs[0].inputs else None
+    if transpose is None or reshape is None or transpose.op != "Transpose" or reshape.op != "Reshape" or \
+            not isinstance(reshape.inputs[0], gs.Constant):
+        raise PassError(f"{prefix}attn/dpb_folded/: expected Gather(Transpose(Reshape(table))) as fold_dpb writes it")
+    return reshape.inputs[0]

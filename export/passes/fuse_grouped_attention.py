@@ -21,11 +21,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .blocks import Architecture, PassError, blocks, expect, scope_boundary, scope_nodes
-from .fold_dpb import dpb_ports, folded_table
-
-DOMAIN = "crossformer"
-OP = "GroupedAttention"
+from crossformer_deploy.export.passes.blocks import PassError, blocks, expect, scope_boundary, scope_nodes
+from crossformer_deploy.export.passes.fold_dpb import dpb_ports, folded_table
+from crossformer_deploy.model.config import CrossFormerConfig
+from crossformer_deploy.plugins import op
 
 
 def _centred_from_flat(graph: gs.Graph, prefix: str, heads: int) -> gs.Variable:
@@ -48,7 +47,7 @@ def _centred_from_flat(graph: gs.Graph, prefix: str, heads: int) -> gs.Variable:
     return graph.layer(op="Reshape", name=p + "Reshape", inputs=[t, shape], outputs=[p + "table"])[0]
 
 
-def fuse_grouped_attention(graph: gs.Graph, arch: Architecture) -> gs.Graph:
+def fuse_grouped_attention(graph: gs.Graph, cfg: CrossFormerConfig) -> gs.Graph:
     """Replace each block's grouped attention between the qkv and output projections by one node."""
     fused = 0
     for blk in blocks(graph):
@@ -56,22 +55,18 @@ def fuse_grouped_attention(graph: gs.Graph, arch: Architecture) -> gs.Graph:
         proj = [n for n in scope_nodes(graph, blk.prefix + "attn/proj/") if n.op == "MatMul"]
         if len(qkv_out) != 1 or len(proj) != 1:
             continue
-        heads = arch.num_heads[blk.stage]
-        dim = arch.stage_dim(blk.stage)
+        heads = cfg.num_heads[blk.stage]
+        attrs = op.OpAttrs(heads, "lda" if blk.lda else "sda", cfg.group_sizes[blk.stage], cfg.intervals[blk.stage],
+                           (cfg.stage_dim(blk.stage) // heads) ** -0.5, cfg.family)
         table = folded_table(graph, blk.prefix) or _centred_from_flat(graph, blk.prefix, heads)
         # the op's output has qkv's dtype (fp16 in an FP16 graph): the plugin says so, and the graph must too
         out = gs.Variable(blk.prefix + "attn/grouped_attention", dtype=qkv_out[0].dtype or np.float32)
-        graph.nodes.append(gs.Node(
-            OP, name=blk.prefix + "attn/" + OP, domain=DOMAIN, inputs=[qkv_out[0], table], outputs=[out],
-            attrs={"num_heads": heads, "mode": "lda" if blk.lda else "sda",
-                   "group_size": arch.group_sizes[blk.stage], "interval": arch.intervals[blk.stage],
-                   "scale": float((dim // heads) ** -0.5), "family": int(arch.pp),
-                   # TensorRT's ONNX parser looks plugins up by op type and this namespace
-                   "plugin_namespace": DOMAIN}))
+        graph.nodes.append(gs.Node(op.NAME, name=blk.prefix + "attn/" + op.NAME, domain=op.DOMAIN,
+                                   inputs=[qkv_out[0], table], outputs=[out], attrs=attrs.node_attrs()))
         proj[0].inputs[0] = out
         fused += 1
-    expect(fused, arch.num_blocks, "fuse_grouped_attention: qkv -> attention -> proj")
-    graph.import_domains = [d for d in (graph.import_domains or []) if d.domain != DOMAIN]
+    expect(fused, sum(cfg.depths), "fuse_grouped_attention: qkv -> attention -> proj")
+    graph.import_domains = [d for d in (graph.import_domains or []) if d.domain != op.DOMAIN]
     graph.cleanup().toposort()
     left = [n.op for n in graph.nodes if n.op in ("Softmax",)]
     if left:

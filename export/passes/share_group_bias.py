@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .blocks import PassError
+from crossformer_deploy.export.passes.blocks import PassError
 
 
 def folded_biases(graph: gs.Graph) -> list[gs.Constant]:

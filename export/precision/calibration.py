@@ -19,12 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnxruntime.quantization import CalibrationMethod
+from onnxruntime.quantization import calibrate as ortc
+from tqdm import tqdm
 
-from ...cache import cache_dir
-from ...errors import UsageError
-from ...fileio import sha256_file, write_bytes_atomic
-from ...runtime.preprocess import list_images, load_batch
-from ..metadata import ModelInfo
+from crossformer_deploy.base.cache import cache_dir
+from crossformer_deploy.base.errors import UsageError
+from crossformer_deploy.base.fileio import sha256_file, write_bytes_atomic
+from crossformer_deploy.base.images import list_images, load_batch
+from crossformer_deploy.base.model_info import ModelInfo
 
 METHODS = ("entropy", "percentile", "minmax")
 CACHE_VERSION = 1
@@ -32,8 +35,6 @@ CACHE_VERSION = 1
 
 def calibration_method(name: str):
     """Our method name -> onnxruntime.quantization.CalibrationMethod."""
-    from onnxruntime.quantization import CalibrationMethod
-
     table = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
              "minmax": CalibrationMethod.MinMax}
     if name not in table:
@@ -131,8 +132,6 @@ def calibrate(model: onnx.ModelProto, images: CalibrationSet, method: str, tenso
     array (batches of different sizes cannot share a call) and keep them in memory until the call ends,
     while histograms merge across calls. The progress bar (stderr) counts images that have been run.
     """
-    from tqdm import tqdm
-
     fixed = fixed_batch(model)
     with tempfile.TemporaryDirectory(prefix="crossformer-calib-") as tmp:
         src = Path(tmp, "model.onnx")
@@ -158,8 +157,6 @@ def fixed_batch(model: onnx.ModelProto) -> int | None:
 def _make_calibrator(src: Path, augmented: Path, method: str, tensors: set[str]):
     """ORT's calibrator class for ``method``, observing exactly ``tensors``; symmetric ranges, since the
     activations are quantized symmetrically (zero point 0)."""
-    from onnxruntime.quantization import calibrate as ortc
-
     base, kw = {
         "entropy": (ortc.EntropyCalibrater, {"num_bins": 128, "num_quantized_bins": 128}),
         "percentile": (ortc.PercentileCalibrater, {"num_bins": 2048, "percentile": 99.999}),

@@ -35,7 +35,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..onnx_export import read_info, set_metadata
+from crossformer_deploy.export.onnx_export import read_info, set_metadata
 
 FP16_MASK_FILL = -30000.0  # finite in fp16 with headroom: |fill + bias + scores| stays < 65504
 MASK_FILL_FP32 = -1e6  # model/grouping.py MASK_FILL, as it appears in the fp32 export

@@ -14,12 +14,8 @@ graph's metadata (``extra.int8.scheme``).
 Only the inputs of the quantized ops carry Q/DQ (TensorRT decides output precision itself, and a Q/DQ
 on a Conv output would sit in front of the LayerNorm that follows it).
 
-Why onnxruntime.quantization: it is already a dependency, runs its calibrators on the CPU, writes
-standard QuantizeLinear/DequantizeLinear (opset >= 13, per-channel ``axis``), and it is what ONNX
-Runtime itself fuses into int8 kernels, so the same file serves ORT CPU and TensorRT. NVIDIA ModelOpt
-(nvidia-modelopt 0.47.0 on PyPI, checked) has an ONNX PTQ path too, documented as built on ONNX
-Runtime's static Q/DQ quantization; it is a large extra dependency aimed at TensorRT/GPU machines,
-which these machines are not, so it is not used here.
+Quantization is ONNX Runtime's (``onnxruntime.quantization``): standard Q/DQ that ONNX Runtime fuses into int8
+kernels and TensorRT takes (docs/int8.md says why not NVIDIA ModelOpt).
 
 Dynamic graphs: calibration runs at one size (``size``, default the export size) through the dynamic
 graph; per-tensor activation scales and per-channel weight scales do not depend on the input size, so
@@ -36,42 +32,34 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx
+from onnxruntime.quantization import QuantType
+from onnxruntime.quantization.calibrate import TensorData, TensorsData
+from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+from onnxruntime.quantization.quant_utils import save_and_reload_model_with_shape_infer
 
-from ...errors import UsageError
-from ..onnx_export import read_info, save_onnx, set_metadata
-from ..passes.blocks import Architecture, block_of
-from . import calibration
-from .calibration import CalibrationSet, cache_key, default_cache_path, load_ranges, save_ranges
-from .fp16 import activation_tensors
-from .schemes import PORTABLE, SYMMETRIC, check_scheme
+from crossformer_deploy.base.errors import UsageError
+from crossformer_deploy.export.onnx_export import read_info, save_onnx, set_metadata
+from crossformer_deploy.export.passes.blocks import architecture, block_of
+from crossformer_deploy.export.precision import calibration
+from crossformer_deploy.export.precision.calibration import (
+    CalibrationSet,
+    cache_key,
+    default_cache_path,
+    load_ranges,
+    save_ranges,
+)
+from crossformer_deploy.export.precision.fp16 import activation_tensors
+from crossformer_deploy.export.precision.schemes import PORTABLE, SYMMETRIC, check_scheme
+from crossformer_deploy.model.grouping import group_layout
 
 QUANTIZED_OPS = ("MatMul", "Conv", "Gemm")
 DPB_SCOPE = "/attn/pos/"
 HEAD_SCOPE = "/head/"
-# CrossFormer++'s amplitude cooling layer (depthwise 3x3 conv, then ex_ln): kept float. Its input is the
-# raw residual stream, the one quantized input that no LayerNorm or Linear precedes: a per-tensor int8
-# range is set by the stream's largest channel (trained transformers have outlier channels) and the
-# ex_ln right after it rescales every channel back, small (coarsely quantized) ones included. And there
-# is nothing to win back: 9 MACs per channel and pixel against >= 12 C for the block's Linear layers
-# (< 1 % of a block). Measured by hand on pp-tiny (perturbed weights, calibrated at 224 on 16 images,
-# worst cosine vs PyTorch over 2 random inputs at 224 / 64x96 / 224x320 and 4 calibration images):
-#   reduced-range, ex_conv int8:                0.99977 / 0.99971 / 0.99972 / 0.99978
-#   reduced-range, ex_conv float:               0.99985 / 0.99977 / 0.99975 / 0.99985
-#   one outlier channel (x30), ex_conv int8:    0.99729 / 0.82013 / 0.99729 / 0.99902
-#   one outlier channel (x30), ex_conv float:   0.99849 / 0.92531 / 0.99723 / 0.99966
-# (Were it quantized: its weight [C, 1, 3, 3] gets one scale per output channel on axis 0, which for a
-# depthwise conv is one per channel, as wanted.)
+# CrossFormer++'s amplitude cooling conv stays float: its input is the raw residual stream, whose per-tensor range
+# its largest (outlier) channel sets, and it holds < 1 % of a block's MACs (docs/int8.md).
 ACL_SCOPE = "/ex_conv/"
-# Softmax outputs are quantized on [0, 1] with step 1/127 (``bounded_ranges``); in a group of N tokens the
-# average probability is 1/N, so beyond ~64 tokens most probabilities are a step or less and P x V loses
-# most of its content. CrossFormer++ has 14 x 14 groups (stage 3 of pp-s/b/l/h and pp-tiny: 196 tokens,
-# and a whole 14 x W map at 224 x W). Measured by hand, calibrated at 224, worst cosine vs PyTorch on
-# random inputs at 224 / 224x320, P x V of those blocks int8 -> float:
-#   pp-tiny, random weights:                             0.983 / 0.966 -> 0.9998 / 0.9998
-#   pp-s, perturbed weights and a trained-size bias:     0.9915 / 0.975 -> 0.9996 / 0.9996
-# while keeping the 49-token groups (G = 7) float too gains < 1e-4. So the P x V matmul of a block whose
-# groups can exceed this many tokens stays float (6 % of a 14 x 14 block's MACs at C = 256); QK^T, whose
-# range calibration sets, stays quantized.
+# The P x V matmul of groups that can hold more tokens than this stays float: probabilities step by 1/127, and in
+# a group of N tokens the average one is 1/N (docs/int8.md; CrossFormer++'s 14 x 14 groups).
 PROBS_MAX_TOKENS = 64
 
 
@@ -148,10 +136,8 @@ def wide_group_pv(proto: onnx.ModelProto, size: tuple[int, int] | None = None) -
 
     CrossFormer's LDA groups, ceil(map / I) a side, grow with the input instead: calibrated at 224 they
     hold 49 tokens and stay quantized, also in a graph later run at 448 (196-token groups)."""
-    from ...model.grouping import group_layout
-
     props = {p.key: p.value for p in proto.metadata_props}
-    arch = Architecture.from_props(props)
+    cfg = architecture(props)
     h, w = size or read_info(proto).input_size
     producer = {o: n for n in proto.graph.node for o in n.output}
     out = set()
@@ -160,8 +146,8 @@ def wide_group_pv(proto: onnx.ModelProto, size: tuple[int, int] | None = None) -
         src = producer.get(n.input[0]) if n.op_type == "MatMul" else None
         if blk is None or src is None or src.op_type != "Softmax":
             continue
-        g, stride = arch.group_sizes[blk.stage], 4 * 2**blk.stage
-        lay = group_layout(h // stride, w // stride, g, arch.intervals[blk.stage], blk.lda, arch.pp)
+        g, stride = cfg.group_sizes[blk.stage], cfg.stage_stride(blk.stage)
+        lay = group_layout(h // stride, w // stride, g, cfg.intervals[blk.stage], blk.lda, cfg.family)
         if max(lay.gh * lay.gw, g * g) > PROBS_MAX_TOKENS:
             out.add(n.name)
     return out
@@ -182,12 +168,9 @@ def quantized_inputs(proto: onnx.ModelProto, exclude: Sequence[str]) -> list[str
 def bounded_ranges(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
     """Softmax outputs get their true bound [0, 1] (scale 1/127), not the calibrated maximum.
 
-    A dynamic graph is calibrated at one size but run at others, and the group sizes (so the
-    attention's sharpness) change with the size (small-map rule): a calibrated maximum below 1 then
-    clips the probabilities. Measured on the digits model calibrated at 224 and run at 64: calibrated
-    softmax ranges cost 0.44 points of accuracy (worst cosine 0.97, every method), [0, 1] cost nothing
-    (worst cosine >= 0.9993). Calibrated at the size it runs at, both give the same accuracy and
-    worst cosines within 1e-4 of each other, so the bound is the safe choice.
+    A dynamic graph is calibrated at one size but run at others, and the group sizes (so the attention's
+    sharpness) change with the size: a calibrated maximum below 1 would clip the probabilities there
+    (docs/int8.md).
     """
     out = dict(ranges)
     for n in proto.graph.node:
@@ -200,10 +183,6 @@ def quantize_with_ranges(proto: onnx.ModelProto, ranges: dict[str, tuple[float, 
                          exclude: Sequence[str], scheme: str = PORTABLE) -> onnx.ModelProto:
     """Insert Q/DQ with the given activation ranges (no inference runs here); ``scheme`` decides the
     weights' range (activations are full-range s8 in both)."""
-    from onnxruntime.quantization import QuantType
-    from onnxruntime.quantization.calibrate import TensorData, TensorsData
-    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
-    from onnxruntime.quantization.quant_utils import save_and_reload_model_with_shape_infer
 
     ranges = bounded_ranges(proto, ranges)
     data = {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for k, (lo, hi) in ranges.items()}

@@ -1,25 +1,18 @@
 """INT8 schemes: how weights are quantized, which scheme a graph carries, and which CPUs it suits.
 
-Why two schemes. x86 CPUs without VNNI (AVX2-only: AMD Zen 2/3, Xeons before Cascade Lake) have no
-instruction that multiplies u8 x s8 and accumulates in 32 bits; ONNX Runtime (MLAS) and oneDNN use
-vpmaddubsw there, which adds each *pair* of u8 x s8 products into a saturating signed 16-bit lane.
-ONNX Runtime turns our symmetric s8 activations into u8 (zero point 128) on x86, so a pair can reach
-2 * 255 * 127 = 64770 and clips at 32767. Measured on CrossFormer-S (benchmarks/README.md, "INT8 on
-CPUs without VNNI"), that costs cosine 0.97 against fp32 on an AVX2 CPU while VNNI CPUs give 0.9997.
-Weights quantized to 7 bits ([-64, 64], ONNX Runtime's ``reduce_range``) bound a pair by
-2 * 255 * 64 = 32640: no saturation on any x86 CPU, for one bit of weight resolution (per-channel
-scales keep that cheap; the measured costs are in the README).
-
-TensorRT takes full-range symmetric int8 (its int8 GEMMs accumulate in 32 bits), so the tensorrt
-target keeps that scheme.
+x86 CPUs without VNNI sum each pair of u8 x s8 products in a saturating 16-bit lane (vpmaddubsw), and ONNX Runtime
+turns our s8 activations into u8, so 8-bit weights can overflow the pair (2 * 255 * 127 > 32767): ``reduced-range``
+weights ([-64, 64], ONNX Runtime's ``reduce_range``) keep every pair below 32767 on any x86 CPU, for one bit of
+weight resolution. TensorRT's int8 GEMMs accumulate in 32 bits, so the tensorrt target keeps full-range
+``symmetric`` weights. The measurements behind both are in docs/int8.md.
 """
 from __future__ import annotations
 
 import json
 import os
 
-from ...errors import UsageError
-from ..metadata import ModelInfo
+from crossformer_deploy.base.errors import UsageError
+from crossformer_deploy.base.model_info import ModelInfo
 
 REDUCED_RANGE = "reduced-range"  # s8 weights in [-64, 64] per channel, s8 activations: any x86 CPU
 SYMMETRIC = "symmetric"  # s8 weights in [-127, 127] per channel, s8 activations: TensorRT, VNNI CPUs
