@@ -1,6 +1,6 @@
 """GPU checks for a lent H100/H200: one command, a table on stdout, JSON in benchmarks/gpu/<gpu-name>.json.
 
-    python benchmarks/gpu_check.py                 # all five sections, about 3-6 minutes with first compiles
+    python benchmarks/gpu_check.py                 # all six sections, about 8-10 minutes with max-autotune compiles
 
 Needs PyTorch with CUDA, Triton and CuPy; not TensorRT, not ONNX Runtime, not an install of this package
 (the checkout is imported as is). Sections, each recorded even if another fails:
@@ -13,7 +13,9 @@ Needs PyTorch with CUDA, Triton and CuPy; not TensorRT, not ONNX Runtime, not an
               the same for CrossFormer++-S (reported beside, not a goal);
   4. model:   CrossFormer-S (perturbed random weights), torch-cuda fp16 vs eager fp32 on CUDA: cosine, top-1
               agreement, batch-1 latency with CUDA graphs, batch-64 throughput;
-  5. model_pp: the same for CrossFormer++-S (fp16 accuracy held to the same bars; latency reported).
+  5. model_pp: the same for CrossFormer++-S (fp16 accuracy held to the same bars; latency reported);
+  6. peers:   our path vs fp16 eager, eager + CUDA graphs and torch.compile(max-autotune), and our fused model
+              compiled the same way; S and CrossFormer++-S, batch 1, 64, 8, 256 (gpu_peers.py).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import time
 import traceback
 
 import gpu_cases as gc
+import gpu_peers as gp
 
 BARS = {"fp32": 1e-5, "fp16": 2e-3}  # max abs diff vs the fp32 reference (plugins/README.md)
 GOALS = {"blocks_speedup_b8": 2.0, "latency_b1_ms": 1.0, "cosine": 0.9995, "top1": 0.995}
@@ -146,7 +149,7 @@ def bench_model(torch, n_images: int = 64, variant: str = "s") -> dict:
 
 _TORCH = {"fp32": "float32", "fp16": "float16"}
 SECTIONS = {"kernel": check_kernel, "aot_abi": check_aot_abi, "blocks": bench_blocks, "model": bench_model,
-            "model_pp": lambda torch: bench_model(torch, variant="pp-s")}
+            "model_pp": lambda torch: bench_model(torch, variant="pp-s"), "peers": None}  # peers: in main
 
 
 def format_table(report: dict) -> str:
@@ -179,6 +182,9 @@ def format_table(report: dict) -> str:
                          f"{model['top1_agreement'] * 100:.1f} %, b1 {model['latency_b1_ms']:.3f} ms (eager fp32 "
                          f"{model['eager_fp32_latency_b1_ms']:.3f} ms), b64 {model['throughput_b64_img_s']:.0f} "
                          f"img/s (eager fp32 {model['eager_fp32_throughput_b64_img_s']:.0f} img/s)")
+    peers = report["sections"].get("peers", {})
+    if peers.get("rows"):
+        lines += gp.format_rows(peers)
     for goal, (value, bar, ok) in report.get("goals", {}).items():
         lines.append(f"goal {goal}: {value:.4g} vs {bar} -> {'MET' if ok else 'NOT MET'}")
     return "\n".join(lines)
@@ -200,6 +206,7 @@ def goals(report: dict) -> dict:
     if "cosine_min" in pp:  # CrossFormer++-S is held to the same fp16 accuracy; its latency is reported only
         out["pp_s_fp16_cosine"] = (pp["cosine_min"], f">= {GOALS['cosine']}", pp["cosine_min"] >= GOALS["cosine"])
         out["pp_s_fp16_top1"] = (pp["top1_agreement"], f">= {GOALS['top1']}", pp["top1_agreement"] >= GOALS["top1"])
+    out.update({f"peers_{k}": v for k, v in gp.goals(report["sections"].get("peers", {}).get("rows", [])).items()})
     return out
 
 
@@ -207,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sections", default=",".join(SECTIONS), help="comma list (default: all)")
     ap.add_argument("--out", default=os.path.join(gc.ROOT, "benchmarks", "gpu"), help="folder for the JSON")
+    ap.add_argument("--peers-budget", type=float, default=300.0,
+                    help="seconds after which the peers section starts no more torch.compile rows (default 300)")
+    ap.add_argument("--peers", default=",".join(f"{v}:{b}" for v, b in gp.ORDER),
+                    help="the peers section's model:batch list, in order (default: %(default)s). One max-autotune "
+                         "compile of S took over 7 minutes on an H200: give a call of its own to s:1,s:64")
     args = ap.parse_args(argv)
     gc.bootstrap()
     import torch
@@ -225,18 +237,28 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python benchmarks/gpu_check.py " + " ".join(argv or sys.argv[1:]), "sections": {}}
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, gpu_file_name(props.name))
+
+    def save() -> None:
+        with open(path, "w") as f:
+            json.dump({**report, "goals": goals(report)}, f, indent=1, default=str)
+
     for name in [s.strip() for s in args.sections.split(",") if s.strip()]:
         t0 = time.perf_counter()
         try:
-            result = SECTIONS[name](torch)
+            if name == "peers":  # fills its section row by row: a timeout keeps the rows measured
+                report["sections"]["peers"] = {}
+                result = gp.bench_peers(torch, report["sections"]["peers"], save, budget_s=args.peers_budget,
+                                        order=tuple((v, int(b)) for v, _, b in
+                                                    (p.partition(":") for p in args.peers.split(","))))
+            else:
+                result = SECTIONS[name](torch)
             report["sections"][name] = result if isinstance(result, dict) else {"rows": result}
         except Exception as e:  # one section failing must not lose the others' numbers
             report["sections"][name] = {"error": f"{type(e).__name__}: {e}",
                                         "traceback": traceback.format_exc()[-3000:]}
         report["sections"][name]["seconds"] = round(time.perf_counter() - t0, 1)
         print(f"[{name}] {report['sections'][name]['seconds']} s", file=sys.stderr, flush=True)
-        with open(path, "w") as f:  # after every section: a timeout keeps what was measured
-            json.dump({**report, "goals": goals(report)}, f, indent=1, default=str)
+        save()  # after every section: a timeout keeps what was measured
     report["goals"] = goals(report)
     with open(path, "w") as f:
         json.dump(report, f, indent=1, default=str)

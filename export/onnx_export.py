@@ -1,10 +1,16 @@
-"""PyTorch CrossFormer -> one ONNX graph with dynamic batch, height and width.
+"""PyTorch CrossFormer (classifier, backbone or whole segmenter) -> one ONNX graph with dynamic batch, height
+and width.
 
 Exporter choice: the TorchScript-based ``torch.onnx.export(dynamo=False)``. The model is written so
 that every size it computes is a graph value (see model/grouping.py), which this exporter records as
 Shape/Range/arithmetic ops: one trace gives a graph that is right at every size, in seconds. The
 dynamo exporter needed ``torch.export(strict=False)`` with hand-made dynamic shapes, took minutes even
 for a tiny config, and left more shape arithmetic to fold (docs/architecture.md, "Export").
+
+A segmenter (``model/seg``) has a second input, ``output_size`` (int64 [2]: the original image's height and
+width, which the logits are resized back to), and outputs ``class_map`` (and ``logits``). Its backbone's nodes
+are renamed from ``/backbone/layers.i/...`` to the bare backbone's ``/layers.i/...``, so the passes, which find
+blocks by those scope names, serve it unchanged.
 """
 from __future__ import annotations
 
@@ -23,15 +29,23 @@ from crossformer_deploy.base.errors import ModelFileError, UsageError
 from crossformer_deploy.base.fileio import atomic_path, check_output_path
 from crossformer_deploy.base.model_info import ModelInfo
 from crossformer_deploy.model.crossformer import CrossFormer, fixed_size_tracing
+from crossformer_deploy.model.seg.segmentor import MODE as SEGMENTER
+from crossformer_deploy.model.seg.segmentor import Segmentor
 
 DEFAULT_OPSET = 17
+SEG_INPUTS = ["image", "output_size"]
+# The segmenter's backbone scopes that are renamed to the bare backbone's (see the module docstring).
+BACKBONE_SCOPES = ("/backbone/layers.", "/backbone/patch_embed/")
 
 
-def output_names(model: CrossFormer) -> list[str]:
+def output_names(model: CrossFormer | Segmentor) -> list[str]:
+    if model.mode == SEGMENTER:
+        return model.output_names
     return ["logits"] if model.mode == "classifier" else [f"stage{i + 1}" for i in range(model.cfg.num_stages)]
 
 
-def dynamic_axes(model: CrossFormer, dynamic_size: bool, dynamic_batch: bool) -> dict[str, dict[int, str]]:
+def dynamic_axes(model: CrossFormer | Segmentor, dynamic_size: bool,
+                 dynamic_batch: bool) -> dict[str, dict[int, str]]:
     axes: dict[str, dict[int, str]] = {"image": {}}
     if dynamic_batch:
         axes["image"][0] = "batch"
@@ -41,32 +55,61 @@ def dynamic_axes(model: CrossFormer, dynamic_size: bool, dynamic_batch: bool) ->
         ax = {0: "batch"} if dynamic_batch else {}
         if dynamic_size and model.mode == "backbone":
             ax.update({2: f"height_s{4 * 2**i}", 3: f"width_s{4 * 2**i}"})
+        if model.mode == SEGMENTER:  # the original size is an input value: dynamic even in a static graph
+            ax.update({1: "out_height", 2: "out_width"} if name == "class_map" else {2: "out_height", 3: "out_width"})
         axes[name] = ax
     return {k: v for k, v in axes.items() if v}
 
 
-def to_onnx(model: CrossFormer, info: ModelInfo, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+def to_onnx(model: CrossFormer | Segmentor, info: ModelInfo, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """Trace ``model`` into an ONNX model (in memory) carrying ``info`` as metadata_props."""
     if opset < 17:
         raise UsageError(f"opset {opset} is too old: LayerNormalization needs opset >= 17")
     h, w = info.input_size
     model.eval()
     dummy = torch.randn(info.batch or 1, model.cfg.in_chans, h, w)
+    seg = model.mode == SEGMENTER
+    # a segmenter's dummy original size differs from the input's, so no resize is traced as an identity
+    args = (dummy, torch.tensor([h - 1, w + 1])) if seg else (dummy,)
     axes = dynamic_axes(model, info.dynamic, info.batch is None)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about sizes: sizes are graph values by design
         with fixed_size_tracing() if not info.dynamic else contextlib.nullcontext():
-            torch.onnx.export(model, (dummy,), buf, dynamo=False, opset_version=opset,
-                              input_names=["image"], output_names=output_names(model),
+            torch.onnx.export(model, args, buf, dynamo=False, opset_version=opset,
+                              input_names=SEG_INPUTS if seg else ["image"], output_names=output_names(model),
                               dynamic_axes=axes, do_constant_folding=True)
     proto = onnx.load_from_string(buf.getvalue())
+    if seg:
+        unprefix_backbone(proto)
     cfg = model.cfg
     props = {**info.to_props(), "dynamic_axes": json.dumps(axes), "version": __version__,
              "architecture": cfg.to_json(),
              "producer": f"crossformer-deploy {__version__} (torch {torch.__version__})"}
     set_metadata(proto, props)
     return proto
+
+
+def unprefix_backbone(proto: onnx.ModelProto) -> int:
+    """Rename a segmenter's backbone nodes and values ``/backbone/layers.i/...`` -> ``/layers.i/...`` (in place;
+    no clash: nothing else in a segmenter has those scopes); returns how many names changed."""
+    changed = 0
+
+    def bare(name: str) -> str:
+        nonlocal changed
+        if name.startswith(BACKBONE_SCOPES):
+            changed += 1
+            return name[len("/backbone"):]
+        return name
+
+    g = proto.graph
+    for n in g.node:
+        n.name = bare(n.name)
+        n.input[:] = [bare(i) for i in n.input]
+        n.output[:] = [bare(o) for o in n.output]
+    for v in (*g.value_info, *g.input, *g.output, *g.initializer):
+        v.name = bare(v.name)
+    return changed
 
 
 def set_metadata(proto: onnx.ModelProto, props: dict[str, str]) -> None:

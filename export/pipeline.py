@@ -1,8 +1,7 @@
 """The ordered graph passes for each deployment target.
 
     plain        the exporter's graph, untouched
-    onnxruntime  fold_dpb -> cleanup [-> share_group_bias]  (static or --max-size: no DPB MLP at run time;
-                 static: one bias per block where nothing pads)
+    onnxruntime  fold_dpb -> cleanup  (static or --max-size: no DPB MLP at run time; static: every shape folded)
     openvino     the same graph as onnxruntime
     tensorrt     fold_dpb -> fuse_grouped_attention -> cleanup   (one plugin node per block)
 
@@ -22,7 +21,6 @@ from crossformer_deploy.export.passes.blocks import architecture
 from crossformer_deploy.export.passes.cleanup import cleanup
 from crossformer_deploy.export.passes.fold_dpb import fold_dpb
 from crossformer_deploy.export.passes.fuse_grouped_attention import fuse_grouped_attention
-from crossformer_deploy.export.passes.share_group_bias import share_group_bias
 from crossformer_deploy.model.config import CrossFormerConfig
 from crossformer_deploy.plugins import op
 from crossformer_deploy.plugins.onnx_function import attach_functions
@@ -37,8 +35,7 @@ def passes(target: str, cfg: CrossFormerConfig, max_size: tuple[int, int] | None
     if target == "plain":
         return []
     if target in ("onnxruntime", "openvino"):
-        share = [("share_group_bias", share_group_bias)] if static else []
-        return [*fold, ("cleanup", cleanup), *share]
+        return [*fold, ("cleanup", cleanup)]
     if target == "tensorrt":
         return [*fold, ("fuse_grouped_attention", lambda g: fuse_grouped_attention(g, cfg)), ("cleanup", cleanup)]
     raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
@@ -80,6 +77,6 @@ def run_pipeline(proto: onnx.ModelProto, target: str, max_size: tuple[int, int] 
     set_metadata(out, {**props, "target": target,
                        "max_size": "null" if max_size is None else f"[{max_size[0]}, {max_size[1]}]"})
     if explain:
-        top = ", ".join(f"{op} {c}" for op, c in op_counts(graph).most_common(8))
+        top = ", ".join(f"{op} {c}" for op, c in op_counts(graph).most_common())
         explain(f"{'result':>24}: {len(out.graph.node):5d} nodes ({top})")
     return out

@@ -7,6 +7,7 @@ the fused op sees the fp16 or Q/DQ tensors it will run on.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,10 +16,12 @@ import onnx
 from crossformer_deploy.base.errors import UsageError
 from crossformer_deploy.base.model_info import ModelInfo
 from crossformer_deploy.export.onnx_export import DEFAULT_OPSET, to_onnx
+from crossformer_deploy.export.passes.transpose_after_dq import transpose_after_dq
 from crossformer_deploy.export.pipeline import TARGETS, run_pipeline
 from crossformer_deploy.export.precision.fp16 import to_fp16
 from crossformer_deploy.export.precision.int8 import quantize_int8
 from crossformer_deploy.export.precision.schemes import check_scheme, scheme_for_target
+from crossformer_deploy.model.attention import spatial_qkv
 from crossformer_deploy.model.crossformer import CrossFormer
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -88,6 +91,8 @@ def apply(proto: onnx.ModelProto, recipe: Recipe, explain: Step | None = None,
         proto = quantize_int8(proto, None, o.calib_dir, count=o.count, method=o.method, size=o.size,
                               cache_path=o.cache_path, quantize_head=o.quantize_head, scheme=recipe.int8_scheme,
                               progress=o.progress)
+        if recipe.target == "openvino":  # measured there (benchmarks/README.md); bit-identical anywhere
+            proto = transpose_after_dq(proto)
     if recipe.target == "tensorrt":
         proto = run_pipeline(proto, "tensorrt", recipe.max_size, explain)
     return proto
@@ -95,6 +100,9 @@ def apply(proto: onnx.ModelProto, recipe: Recipe, explain: Step | None = None,
 
 def build(model: CrossFormer, info: ModelInfo, recipe: Recipe = Recipe(), opset: int = DEFAULT_OPSET,
           explain: Step | None = None, step: Step | None = None) -> onnx.ModelProto:
-    """Trace ``model`` (``info`` says at which size and batch) and apply ``recipe``."""
+    """Trace ``model`` (``info`` says at which size and batch) and apply ``recipe``. For TensorRT the qkv
+    projection stays on the map, where the fused GroupedAttention op reads it."""
     (step or (lambda _: None))("tracing to ONNX")
-    return apply(to_onnx(model, info, opset), recipe, explain, step)
+    with spatial_qkv() if recipe.target == "tensorrt" else contextlib.nullcontext():
+        proto = to_onnx(model, info, opset)
+    return apply(proto, recipe, explain, step)

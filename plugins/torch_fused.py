@@ -2,7 +2,7 @@
 
 ``fuse_attention(model)`` swaps every block's attention for ``FusedAttention``: the same qkv / proj
 weights and position bias, with the grouping, masking, softmax and ungrouping done by one Triton kernel
-launch per block (``triton_kernel.grouped_attention_triton``) instead of PyTorch's gathers + SDPA.
+launch per block (the custom op of ``torch_op``, one node to torch.compile) instead of PyTorch's gathers + SDPA.
 The model's own ``Attention`` stays the reference; nothing in the model package imports this file.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from crossformer_deploy.model.config import Family
 from crossformer_deploy.model.crossformer import CrossFormerBlock
 from crossformer_deploy.model.grouping import GroupLayout
 from crossformer_deploy.plugins.reference import centred_table
+from crossformer_deploy.plugins.torch_op import grouped_attention
 
 
 class FusedAttention(nn.Module):
@@ -46,13 +47,12 @@ class FusedAttention(nn.Module):
         self._tables.clear()
 
     def forward(self, x: Tensor, lay: GroupLayout) -> Tensor:
-        # at first use: the kernel module reads TRITON_INTERPRET when first imported, and imports Triton
-        from crossformer_deploy.plugins.triton_kernel import grouped_attention_triton
-
-        qkv = self.qkv(x)
-        out = grouped_attention_triton(qkv, self.table(int(lay.gh), int(lay.gw)), self.num_heads, self.mode,
-                                       self.group_size, self.interval, self.scale, self.family)
-        return self.proj(out)
+        """Tokens [B, H * W, C] -> the same; the kernel reads the qkv projection as the map [B, H, W, 3C]."""
+        B, C = x.shape[0], x.shape[-1]
+        qkv = self.qkv(x.reshape(B, int(lay.H), int(lay.W), C))
+        out = grouped_attention(qkv, self.table(int(lay.gh), int(lay.gw)), self.num_heads, self.mode,
+                                self.group_size, self.interval, self.scale, self.family.attr)
+        return self.proj(out).reshape(B, -1, C)
 
 
 def fuse_attention(model: nn.Module) -> nn.Module:

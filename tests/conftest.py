@@ -57,3 +57,20 @@ def exports(tmp_path_factory, golden_ckpt):
         assert r.returncode == 0, r.stderr
         out[key] = path
     return out
+
+
+@pytest.fixture(scope="session")
+def golden_seg():
+    """mmseg's outputs for three tiny segmenters (tests/fixtures/mm_oracle/make_golden_seg.py)."""
+    from tests.helpers import GOLDEN_SEG
+
+    return torch.load(GOLDEN_SEG, weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def seg_ckpts(tmp_path_factory, golden_seg):
+    """{name: path} of the golden segmenters as mmseg checkpoint files; read-only."""
+    from tests.helpers import write_seg_checkpoint
+
+    d = tmp_path_factory.mktemp("seg_ckpts")
+    return {name: write_seg_checkpoint(golden_seg, name, str(d / f"{name}.pth")) for name in golden_seg["models"]}

@@ -140,3 +140,26 @@ def k_block(dim: int, mlp_ratio: float = 4.0) -> float:
 def assert_close(got: torch.Tensor, ref: torch.Tensor, k: float, what: str = "") -> None:
     diff, scale = (got - ref).abs().max().item(), ref.abs().max().item()
     assert diff <= k * scale, f"{what}: max|diff| {diff:.3g} > {k:.3g} * max|ref| {scale:.3g}"
+
+
+# Segmenters: the golden fixture (tests/fixtures/mm_oracle/make_golden_seg.py) and checkpoints built from it.
+GOLDEN_SEG = os.path.join(ROOT, "tests", "data", "golden_seg.pt")
+
+
+def seg_grouping(entry: dict) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return tuple(entry["group_sizes"]), tuple(entry["intervals"])
+
+
+def write_seg_checkpoint(golden: dict, name: str, path: str, extra: dict | None = None) -> str:
+    """The mmseg checkpoint of golden model ``name``, as the authors' runner saves one: ``state_dict`` with the
+    backbone (golden_tiny / golden_pp_tiny's tensors) under ``backbone.``, the heads (``auxiliary_head`` too), and
+    a ``meta`` with mmcv's kind of content (class names, palette, config text, a numpy best score)."""
+    entry = golden["models"][name]
+    backbone = torch.load(os.path.join(ROOT, "tests", "data", entry["weights"]), weights_only=True)["model"]
+    sd = {"backbone." + k: v for k, v in backbone.items() if not k.startswith(("norm.", "head."))}
+    sd.update(entry["heads"])
+    meta = {"mmseg_version": "0.29.1", "CLASSES": tuple(f"class{i}" for i in range(golden["num_classes"])),
+            "PALETTE": [[i, 2 * i, 3 * i] for i in range(golden["num_classes"])], "config": "model = dict(...)",
+            "iter": 80000, "hook_msgs": {"best_score": np.float64(0.4)}}
+    torch.save({"meta": meta, "state_dict": sd, **(extra or {})}, path)
+    return path

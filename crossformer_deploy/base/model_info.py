@@ -7,6 +7,9 @@ from dataclasses import asdict, dataclass, field, fields
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_RATIO = 0.875
+CENTER_CROP = "center-crop"  # ImageNet evaluation: shorter side to size / crop_ratio, center crop
+ALIGN_RESIZE = "align-resize"  # the authors' segmentation test pipeline (base/seg_preprocess.py)
+SEG_SCALE = (2048, 512)  # AlignResize's bound (long side, short side): ADE20K's img_scale
 
 
 @dataclass(frozen=True)
@@ -14,7 +17,7 @@ class ModelInfo:
     """Everything a runtime needs to feed the model and read its outputs."""
 
     variant: str
-    mode: str  # classifier | backbone
+    mode: str  # classifier | backbone | segmenter
     num_classes: int
     weights: str  # "random-init seed=N" or "<file name> sha256=<hex>"
     input_size: tuple[int, int] = (224, 224)  # export size; the only size of a static graph
@@ -27,7 +30,10 @@ class ModelInfo:
     std: tuple[float, ...] = IMAGENET_STD
     crop_ratio: float = CROP_RATIO
     input_layout: str = "NCHW float32 RGB; pixels in [0, 1], then (x - mean) / std"
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # a segmenter's: {"segmenter": its SegConfig as JSON text}
+    resize: str = CENTER_CROP  # how an image becomes the input: CENTER_CROP (classifier), ALIGN_RESIZE (segmenter)
+    scale: tuple[int, int] | None = None  # ALIGN_RESIZE's (long, short) bound
+    head: str = ""  # segmenter: "fpn" (Semantic FPN) or "upernet"
 
     def to_props(self) -> dict[str, str]:
         props = {}

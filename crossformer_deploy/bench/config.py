@@ -20,29 +20,38 @@ class BackendSpec:
     role: str = "other"  # peer | ours | other
     graph: str | None = None  # the graph an ort / ov / tensorrt backend runs
     hint: str | None = None  # OpenVINO's INFERENCE_PRECISION_HINT (None: OpenVINO's own choice)
+    reshape: bool = True  # OpenVINO: compile for the case's static shape (False: the graph's dynamic one)
     run: str = ""  # how a user runs the result (--recommend)
 
 
 _INFER = "crossformer-infer IMAGES --model model.onnx"
 _INFER_OV = _INFER + " --provider openvino"
 _OV_BF16 = "OpenVINO with INFERENCE_PRECISION_HINT=bf16 (runtime/openvino_runner.py)"
-_NNCF_OURS = ("then crossformer_deploy.bench.graphs.nncf_quantize(model.onnx, CALIB_DIR, ...) -> model.xml, run with "
-              "OpenVINO (not a crossformer-export option: it lost to ov-int8)")
-# Order = table order.
+_NNCF_OURS = ("then NNCF on it (crossformer_deploy.bench.graphs.nncf_quantize, head float) -> model.xml, run with "
+              "OpenVINO (not a crossformer-export option)")
+_PEER_OV = "OpenVINO on the authors' model exported by torch.onnx.export (their path, not ours)"
+# Order = table order. Peers run the peer graph: the authors' model exported by plain torch.onnx.export at the
+# case's shape (``--official``), or ours in its place when their code is not given.
 BACKENDS: dict[str, BackendSpec] = {
     "torch": BackendSpec("torch", "fp32", run="PyTorch: crossformer_deploy.create_model(...) (no export)"),
     "torch-compile": BackendSpec("torch-compile", "fp32", run="PyTorch: torch.compile(create_model(...))"),
     "torch-bf16": BackendSpec("torch-bf16", "bf16",
                               run="PyTorch: create_model(...) under torch.autocast('cpu', torch.bfloat16)"),
-    "ort": BackendSpec("ort", "fp32", "peer", "plain", run=_INFER),
+    "ort": BackendSpec("ort", "fp32", "peer", "peer", run="ONNX Runtime on the authors' torch.onnx.export"),
+    "ort-qdq-int8": BackendSpec("ort", "int8", "peer", "ort-qdq-peer",
+                                run="onnxruntime.quantization.quantize_static of the authors' export, on ORT"),
+    "ort-dynamic": BackendSpec("ort", "fp32", graph="plain", run=_INFER),
     "ort-static": BackendSpec("ort", "fp32", graph="static", run=_INFER),
     "ort-target": BackendSpec("ort", "fp32", "ours", "target-onnxruntime", run=_INFER),
     "ort-fp16": BackendSpec("ort", "fp16", "ours", "fp16", run=_INFER),
     "ort-int8": BackendSpec("ort", "int8", "ours", "int8-onnxruntime", run=_INFER),
-    "ov-f32": BackendSpec("ov", "fp32", "peer", "plain", "f32", run=_INFER_OV),
-    "ov-bf16": BackendSpec("ov", "bf16", "peer", "plain", "bf16", run=_OV_BF16),
-    "ov-nncf-int8": BackendSpec("ov", "int8", "peer", "nncf-plain", run="nncf.quantize(openvino model, dataset, "
+    "ov-f32": BackendSpec("ov", "fp32", "peer", "peer", "f32", run=_PEER_OV),
+    "ov-bf16": BackendSpec("ov", "bf16", "peer", "peer", "bf16", run=_PEER_OV),
+    "ov-nncf-int8": BackendSpec("ov", "int8", "peer", "nncf-peer", run="nncf.quantize(the authors' export, "
                                 "model_type=TRANSFORMER), then OpenVINO (NNCF's path, not ours)"),
+    "ov-nncf-int8-head-float": BackendSpec("ov", "int8", "peer", "nncf-peer-head-float",
+                                           run="nncf.quantize(..., ignored_scope=the head), then OpenVINO"),
+    "ov-dynamic": BackendSpec("ov", "fp32", graph="plain", hint="f32", reshape=False, run=_INFER_OV),
     "ov-target-f32": BackendSpec("ov", "fp32", "ours", "target-openvino", "f32", run=_INFER_OV),
     "ov-target-bf16": BackendSpec("ov", "bf16", "ours", "target-openvino", "bf16", run=_OV_BF16),
     # Q/DQ layers in int8, the rest in OpenVINO's default precision
@@ -76,6 +85,8 @@ class BenchConfig:
     calib: str | None = None  # image folder for INT8 calibration (default: seeded noise images)
     profile_backend: str | None = None  # ort-* or ov-*: per-op-type times after the timing
     run_emulated: bool = False  # time bf16 paths even where this CPU would emulate them (seconds per call)
+    official: str | None = None  # the authors' models/crossformer.py: the peers' model (else ours stands in)
+    weights_seed: int = 0  # seed of the trained-like weights when no checkpoint is given
 
 
 @dataclass

@@ -7,18 +7,23 @@ writes the crossformer-export flags that make the same graph, for --recommend.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnx
+import torch
+from onnxruntime.quantization import CalibrationDataReader, quantize_static
 from PIL import Image
 
 from crossformer_deploy.base.errors import UsageError
 from crossformer_deploy.base.model_info import ModelInfo
+from crossformer_deploy.bench.official import PeerFactory
 from crossformer_deploy.export.onnx_export import export, save_onnx
 from crossformer_deploy.export.precision.calibration import CalibrationSet
 from crossformer_deploy.export.recipe import Int8Options, Recipe, apply
@@ -31,29 +36,37 @@ EXPORTS = ("dynamic", "static", "static-anybatch")
 @dataclass(frozen=True)
 class GraphSpec:
     """How one graph is made: ``export`` (dynamic; static at the case's size and batch; static with a free batch,
-    which INT8 calibration needs to feed its own batches), then the ``target`` passes and ``precision`` of a
-    recipe (``export.recipe``). ``nncf_of``: NNCF's post-training quantization of that graph instead (``export``
-    and ``target`` then say how that graph was made)."""
+    which INT8 calibration needs to feed its own batches; ``peer``: the peer model, the authors' when the bench
+    has their code, exported by plain ``torch.onnx.export`` at the case's shape), then the ``target`` passes and
+    ``precision`` of a recipe (``export.recipe``). ``quantizer`` (``nncf``, ``nncf-head-float``, ``ort-qdq``):
+    that tool's post-training INT8 of graph ``of`` instead (``export`` and ``target`` then say how that graph was
+    made)."""
 
     export: str
     target: str = "plain"
     precision: str = "fp32"
-    nncf_of: str | None = None
+    quantizer: str | None = None
+    of: str | None = None
 
 
 GRAPHS: dict[str, GraphSpec] = {
     "plain": GraphSpec("dynamic"),
     "static": GraphSpec("static"),
     "static-anybatch": GraphSpec("static-anybatch"),
+    "peer": GraphSpec("peer"),
     "target-onnxruntime": GraphSpec("static", "onnxruntime"),
     "target-openvino": GraphSpec("static", "openvino"),
     "target-openvino-anybatch": GraphSpec("static-anybatch", "openvino"),
     "fp16": GraphSpec("static", "onnxruntime", "fp16"),
     "int8-onnxruntime": GraphSpec("static-anybatch", "onnxruntime", "int8"),
     "int8-openvino": GraphSpec("static-anybatch", "openvino", "int8"),
-    "nncf-plain": GraphSpec("dynamic", nncf_of="plain"),
-    "nncf-target-openvino": GraphSpec("static-anybatch", "openvino", nncf_of="target-openvino-anybatch"),
+    "nncf-peer": GraphSpec("peer", quantizer="nncf", of="peer"),
+    "nncf-peer-head-float": GraphSpec("peer", quantizer="nncf-head-float", of="peer"),
+    "ort-qdq-peer": GraphSpec("peer", quantizer="ort-qdq", of="peer"),
+    "nncf-target-openvino": GraphSpec("static-anybatch", "openvino", quantizer="nncf-head-float",
+                                      of="target-openvino-anybatch"),
 }
+EXPORTS = ("dynamic", "static", "static-anybatch", "peer")
 
 
 def export_args(spec: GraphSpec, size: str, batch: int) -> str:
@@ -76,9 +89,10 @@ class CaseGraphs:
     """Model files of one case in ``tmpdir`` by key of ``GRAPHS``."""
 
     def __init__(self, model, info: ModelInfo, size: tuple[int, int], batch: int, tmpdir: str,
-                 plain_path: Callable[[], str], calib_dir: str | None = None):
+                 plain_path: Callable[[], str], calib_dir: str | None = None, peer: PeerFactory | None = None):
         self.model, self.info, self.size, self.batch, self.tmpdir = model, info, size, batch, tmpdir
         self.calib_dir = calib_dir
+        self.peer = peer  # the authors' model at a size; None: ours stands in for it
         self.plain = plain_path  # the dynamic export is size-independent: one per run
         self._memo: dict[str, tuple[str, str] | Exception] = {}
 
@@ -99,11 +113,20 @@ class CaseGraphs:
         return got
 
     def _make(self, key: str, spec: GraphSpec) -> tuple[str, str]:
-        if spec.nncf_of:
-            path, desc = self.get(spec.nncf_of)
+        if spec.quantizer:
+            path, desc = self.get(spec.of)
+            batch = self.batch if spec.export in ("static", "peer") else 1
+            images = CalibrationSet.from_folder(self.calibration_dir(), self.info, CALIB_COUNT, self.size)
+            if spec.quantizer == "ort-qdq":
+                out = self._path(key)
+                ort_quantize_static(path, images, batch, out)
+                return out, f"{desc} -> onnxruntime.quantization.quantize_static (QDQ, defaults)"
             out = self._path(key, ".xml")
-            nncf_quantize(path, self.calibration_dir(), self.info, self.size, out)
-            return out, f"{desc} -> nncf.quantize(TRANSFORMER)"
+            head_float = spec.quantizer == "nncf-head-float"
+            nncf_quantize(path, images, batch, out, head_float)
+            return out, f"{desc} -> nncf.quantize(TRANSFORMER{', head float' if head_float else ''})"
+        if spec.export == "peer":
+            return self._export_peer()
         if spec.target == "plain" and spec.precision == "fp32":
             return self._export(spec.export)
         path, desc = self.get({"dynamic": "plain"}.get(spec.export, spec.export))
@@ -132,6 +155,19 @@ class CaseGraphs:
         export(self.model, path, info)
         return path, f"plain static {batch or 'B'}x3x{self.size[0]}x{self.size[1]}"
 
+    def _export_peer(self) -> tuple[str, str]:
+        """What a user of the authors' code deploys: their model, ``torch.onnx.export`` at the case's shape."""
+        model = self.peer(self.size) if self.peer else self.model
+        who = "the authors' model" if self.peer else "our model (no --official: the authors' code not given)"
+        x = torch.randn(self.batch, 3, *self.size)
+        path = self._path("peer")
+        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            # the TorchScript-based exporter: its graph of their model runs faster in OpenVINO than the dynamo
+            # exporter's (docs/measurements.md), and the peers get their best
+            torch.onnx.export(model, (x,), path, dynamo=False, input_names=["image"], output_names=["logits"])
+        return path, f"{who}, torch.onnx.export {self.batch}x3x{self.size[0]}x{self.size[1]}"
+
     def calibration_dir(self) -> str:
         """--calib, else a few seeded noise images: ranges for timing, not for accuracy (see README)."""
         if self.calib_dir:
@@ -145,9 +181,13 @@ class CaseGraphs:
         return folder
 
 
-def nncf_quantize(path: str, calib_dir: str, info: ModelInfo, size: tuple[int, int], out_xml: str) -> None:
-    """NNCF PTQ (``ModelType.TRANSFORMER``) of the ONNX model at ``path`` into OpenVINO IR ``out_xml``, calibrated
-    on the images our INT8 calibrates on (same folder, same count, same preprocessing)."""
+def _batches(images: CalibrationSet, batch: int) -> list[np.ndarray]:
+    return [b for b, _ in images.batches(batch, fill=True)]
+
+
+def nncf_quantize(path: str, images: CalibrationSet, batch: int, out_xml: str, head_float: bool = False) -> None:
+    """NNCF PTQ (``ModelType.TRANSFORMER``, otherwise its defaults) of the ONNX model at ``path`` into OpenVINO IR
+    ``out_xml``, calibrated on the images our INT8 calibrates on; ``head_float``: the classifier head ignored."""
     try:  # optional: the openvino extra
         import nncf
     except ImportError:
@@ -155,9 +195,23 @@ def nncf_quantize(path: str, calib_dir: str, info: ModelInfo, size: tuple[int, i
     import openvino as ov  # NNCF's own dependency: present wherever nncf is
 
     nncf.set_log_level(logging.ERROR)
-    images = CalibrationSet.from_folder(calib_dir, info, CALIB_COUNT, size)
-    data = [batch for batch, _ in images.batches(1)]
     model = ov.Core().read_model(path)
+    kw = {"ignored_scope": nncf.IgnoredScope(patterns=[".*/head/.*"], validate=False)} if head_float else {}
+    data = _batches(images, batch)
     quantized = nncf.quantize(model, nncf.Dataset(data), model_type=nncf.ModelType.TRANSFORMER,
-                              subset_size=len(data))
+                              subset_size=len(data) * batch, **kw)
     ov.save_model(quantized, out_xml)
+
+
+def ort_quantize_static(path: str, images: CalibrationSet, batch: int, out: str) -> None:
+    """ONNX Runtime's own INT8 of the ONNX model at ``path``: ``quantize_static`` with its defaults (QDQ)."""
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.data = iter(_batches(images, batch))
+
+        def get_next(self) -> dict | None:
+            x = next(self.data, None)
+            return None if x is None else {"image": x}
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        quantize_static(path, out, Reader())

@@ -30,6 +30,12 @@ def format_table(report: dict) -> str:
         if "ort_target_vs_plain" in g:
             line += (f"; ort-target {g['ort_target_vs_plain']:.2f}x plain ORT (bar 0.95x): "
                      f"{'met' if g['ort_target_not_slower'] else 'NOT met'}")
+        if "ort_int8_vs_ort_qdq" in g:
+            line += f"; ort-int8 {g['ort_int8_vs_ort_qdq']:.2f}x ORT's own INT8"
+        costs = [f"{rt} {g[k]:.2f}x" for rt, k in (("ORT", "ort_dynamic_cost"), ("OpenVINO", "ov_dynamic_cost"))
+                 if k in g]
+        if costs:
+            line += f"; a dynamic graph takes {', '.join(costs)} our static one's time"
         lines.append(line)
     for p in report["profiles"]:
         lines.append(f"profile {p['backend']} {p['size']} b{p['batch']} ({p['total_ms']:.2f} ms of ops per run):")

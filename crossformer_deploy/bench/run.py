@@ -23,6 +23,7 @@ from crossformer_deploy.bench.backends import Context, _torch, build, one_line
 from crossformer_deploy.bench.config import BACKENDS, BAR, BASELINE, GOAL_RATIO, BenchConfig, Candidate, Result, role
 from crossformer_deploy.bench.graphs import CaseGraphs
 from crossformer_deploy.bench.machine import cpu_model_and_flags, machine_info
+from crossformer_deploy.bench.official import PeerFactory, load_official
 from crossformer_deploy.bench.profile import profile_backend
 from crossformer_deploy.bench.timing import interleaved
 from crossformer_deploy.export.onnx_export import save_onnx, to_onnx
@@ -32,9 +33,10 @@ from crossformer_deploy.runtime.parity import Tolerance, cosine_rows
 
 
 def bench_case(cfg: BenchConfig, model, info: ModelInfo, size: tuple[int, int], batch: int, tmpdir: str,
-               plain_path: Callable[[], str], log: Callable[[str], None]) -> tuple[list[Result], dict | None]:
+               plain_path: Callable[[], str], log: Callable[[str], None],
+               peer: PeerFactory | None = None) -> tuple[list[Result], dict | None]:
     label = f"{size[0]}x{size[1]}"
-    graphs = CaseGraphs(model, info, size, batch, tmpdir, plain_path, cfg.calib)
+    graphs = CaseGraphs(model, info, size, batch, tmpdir, plain_path, cfg.calib, peer)
     ctx = Context(model, graphs, cfg.threads, (batch, 3, *size), cpu_model_and_flags()[1], cfg.run_emulated)
     x = np.random.default_rng(cfg.seed).standard_normal((batch, 3, *size), dtype=np.float32)
     reference = _torch(ctx).fn(x)  # eager fp32 on the same input: what every backend is checked against
@@ -137,10 +139,19 @@ def goal(results: list[Result]) -> dict | None:
            "vs_peer": peer.median_ms / best.median_ms, "bar": GOAL_RATIO,
            "met": bool(peer.median_ms / best.median_ms >= GOAL_RATIO)}
     by_name = {r.backend: r for r in results}
-    plain, target = by_name.get("ort"), by_name.get("ort-target")
-    if plain and target and plain.median_ms and target.median_ms:
-        out["ort_target_vs_plain"] = plain.median_ms / target.median_ms
+    # ONNX Runtime users: ours against ORT on the plain export (fp32) and against ORT's own INT8 of it
+    for key, mine, theirs in (("ort_target_vs_plain", "ort-target", "ort"),
+                              ("ort_int8_vs_ort_qdq", "ort-int8", "ort-qdq-int8")):
+        a, b = by_name.get(mine), by_name.get(theirs)
+        if a and b and a.median_ms and b.median_ms:
+            out[key] = b.median_ms / a.median_ms
+    if "ort_target_vs_plain" in out:
         out["ort_target_not_slower"] = bool(out["ort_target_vs_plain"] >= 0.95)
+    for key, fast, slow in (("ort_dynamic_cost", "ort-target", "ort-dynamic"),
+                            ("ov_dynamic_cost", "ov-target-f32", "ov-dynamic")):
+        a, b = by_name.get(fast), by_name.get(slow)
+        if a and b and a.median_ms and b.median_ms:  # how much slower the dynamic graph runs than our static one
+            out[key] = b.median_ms / a.median_ms
     return out
 
 
@@ -151,7 +162,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     torch.set_num_threads(cfg.threads)
     model = build_model(cfg.variant, cfg.weights, seed=0)
     if cfg.weights is None:
-        model = trained_like(model)
+        model = trained_like(model, seed=cfg.weights_seed)
+    peer = load_official(cfg.official, model.cfg, model.state_dict(), model.num_classes) if cfg.official else None
     info = ModelInfo(variant=cfg.variant or model.cfg.name, mode="classifier", num_classes=model.num_classes,
                      weights=weights_label(cfg.weights) + ("" if cfg.weights else " perturbed"))
     results: list[Result] = []
@@ -168,7 +180,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
 
         for size in cfg.sizes:
             for batch in cfg.batches:
-                rows, prof = bench_case(cfg, model, info, size, batch, tmp, plain_path, log)
+                rows, prof = bench_case(cfg, model, info, size, batch, tmp, plain_path, log, peer)
                 results += rows
                 if prof:
                     profiles.append({"size": f"{size[0]}x{size[1]}", "batch": batch, **prof})

@@ -69,6 +69,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--recommend", action="store_true",
                    help="after the table: per case and precision, the fastest path within its bar on this "
                    "machine, with the commands that produce and run it")
+    p.add_argument("--official", metavar="FILE", default=os.environ.get("CROSSFORMER_OFFICIAL_MODEL"),
+                   help="the authors' models/crossformer.py (or their clone): the peers then run their model, "
+                   "exported by plain torch.onnx.export, with the same weights; without it our model stands in for "
+                   "theirs (default $CROSSFORMER_OFFICIAL_MODEL)")
+    p.add_argument("--weights-seed", type=int, default=0,
+                   help="seed of the trained-like random weights when no --weights is given (default 0)")
     p.add_argument("--run-emulated", action="store_true",
                    help="also time bf16 paths on a CPU without avx512_bf16 / AMX (emulated: seconds per call)")
     return p
@@ -90,7 +96,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         backends=bench.check_backends(_backends(args)), threads=args.threads,
         repeats=args.repeats, warmup=max(0, args.warmup), block=args.block, pause=max(0.0, args.pause),
         seed=args.seed, calib=args.calib,
-        profile_backend=args.profile_backend if args.profile else None, run_emulated=args.run_emulated)
+        profile_backend=args.profile_backend if args.profile else None, run_emulated=args.run_emulated,
+        official=args.official, weights_seed=args.weights_seed)
     report = bench.run_bench(cfg, log=lambda line: print(line, file=sys.stderr))
     report["command"] = shlex.join(["crossformer-bench", *argv])
     report["recommendations"] = bench.recommend(report)

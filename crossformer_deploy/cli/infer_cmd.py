@@ -1,23 +1,30 @@
-"""crossformer-infer: classify images with an exported CrossFormer (ONNX Runtime CPU by default)."""
+"""crossformer-infer: classify images with an exported CrossFormer (ONNX Runtime CPU by default), or with
+--task seg segment them (a class-map PNG and a colour overlay PNG per image)."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 
 from crossformer_deploy.base.cache import cache_dir
 from crossformer_deploy.base.errors import ImageError, UsageError
-from crossformer_deploy.base.images import list_images
+from crossformer_deploy.base.fileio import check_writable_dir, write_bytes_atomic
+from crossformer_deploy.base.images import list_images, load_image
 from crossformer_deploy.base.model_info import ModelInfo
+from crossformer_deploy.base.palette import class_map_png, overlay
 from crossformer_deploy.base.sizes import parse_size
 from crossformer_deploy.cli.common import classifier_from_args, default_variant, positive_int, run_main
 from crossformer_deploy.engines.open_model import open_runner, read_model_info
 from crossformer_deploy.export.onnx_export import export
 from crossformer_deploy.model.config import VARIANT_CHOICES, get_config
 from crossformer_deploy.model.factory import weights_label
+from crossformer_deploy.model.seg.config import HEADS
+from crossformer_deploy.model.seg.factory import build_segmenter, segmenter_info
 from crossformer_deploy.runtime.classify import classify
 from crossformer_deploy.runtime.runner import Runner
+from crossformer_deploy.runtime.segment import Segmentation, check_segmenter, segment
 from crossformer_deploy.runtime.torch_cuda_runner import TorchCudaRunner, torch_cuda_device
 
 EXAMPLES = """examples:
@@ -25,6 +32,12 @@ EXAMPLES = """examples:
   crossformer-infer photos/ --variant s --weights crossformer-s.pth --topk 3 --json
   crossformer-infer img.jpg --model crossformer_s.onnx --provider cuda --batch-size 16
   crossformer-infer photos/ --weights crossformer-s.pth --provider torch-cuda --batch-size 32
+  crossformer-infer --task seg street.jpg --weights upernet_crossformer_s.pth --out-dir seg/
+  crossformer-infer --task seg photos/ --model upernet_s.onnx --provider openvino --out-dir seg/ --json
+
+--task seg writes, per image, NAME_classes.png (pixel value = class id, with a colour palette) and
+NAME_overlay.png (the image with the class colours blended in) at the image's own size, under --out-dir
+(folders given as input are mirrored there); the image is AlignResized as the authors' test pipeline does.
 
 --provider torch-cuda runs the checkpoint itself in PyTorch on an NVIDIA GPU (fp16, the fused Triton
 attention kernel, one CUDA graph per input shape): no export, no TensorRT.
@@ -46,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crossformer-infer", description=__doc__.split(":", 1)[1].strip(),
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--task", choices=["classify", "seg"], default="classify",
+                   help="classify (default) or seg: per-pixel classes from a segmenter")
     src = p.add_argument_group("model (one of)")
     src.add_argument("--model", help="an exported model: .onnx (ONNX Runtime / OpenVINO) or .plan (TensorRT)")
     src.add_argument("--variant", choices=VARIANT_CHOICES, help="export this variant (default s)")
@@ -58,6 +73,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, help="CPU threads (default: the runtime's choice)")
     p.add_argument("--json", action="store_true", help="print JSON (one list) instead of a table")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (exit 2)")
+    g = p.add_argument_group("segmentation (--task seg)")
+    g.add_argument("--head", choices=HEADS, help="without --model and --weights: the untrained head to export "
+                   "(default upernet)")
+    g.add_argument("--out-dir", default=".", help="where the PNGs go (default: the current folder)")
+    g.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours (default 0.5)")
     return p
 
 
@@ -70,6 +90,8 @@ def ensure_model(args: argparse.Namespace) -> str:
     variant = default_variant(args.variant, args.weights)
     label = weights_label(args.weights)  # hashes the checkpoint once: the cache key and the export's metadata
     tag = label.split("sha256=")[1][:16] if args.weights else "random0"
+    if args.task == "seg":
+        return _ensure_segmenter(args, variant, label, tag)
     path = os.path.join(cache_dir(), f"crossformer-{variant or 'ckpt'}-{tag}.onnx")
     if not os.path.exists(path):
         # the checkpoint is read (and checked against --variant) before saying an export is on its way
@@ -77,6 +99,18 @@ def ensure_model(args: argparse.Namespace) -> str:
         print(f"exporting {get_config(variant).label if variant else args.weights} to ONNX once: {path}",
               file=sys.stderr)
         export(model, path, info)
+    return path
+
+
+def _ensure_segmenter(args: argparse.Namespace, variant: str | None, label: str, tag: str) -> str:
+    """The cached segmenter export of --weights (or an untrained --head / --variant one), made once."""
+    head = args.head or ("any" if args.weights else "upernet")
+    path = os.path.join(cache_dir(), f"crossformer-seg-{head}-{variant or 'ckpt'}-{tag}.onnx")
+    if not os.path.exists(path):
+        model = build_segmenter(variant, args.weights, args.head)  # read and checked before saying anything
+        print(f"exporting {model.seg_cfg.label if not args.weights else args.weights} to ONNX once: {path}",
+              file=sys.stderr)
+        export(model, path, segmenter_info(model, label))
     return path
 
 
@@ -88,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"crossformer-infer: error: {e}", file=sys.stderr)
 
     on_error = None if args.strict else skip
+    if args.task == "seg":
+        return _run_seg(args, failures, on_error)
+    if args.head or args.out_dir != "." or args.alpha != 0.5:
+        raise UsageError("--head, --out-dir and --alpha are for --task seg")
     paths = list_images(args.images, on_error)
     preds = _classify(args, paths, on_error) if paths else []
     if args.json:
@@ -118,6 +156,67 @@ def _classify(args: argparse.Namespace, paths: list[str], on_error) -> list:
     size = parse_size(args.size, info.stride) if args.size else tuple(info.input_size)
     with runner or open_runner(model_path, args.provider, args.threads) as runner:
         return classify(runner, info, paths, size, args.topk, args.batch_size, on_error=on_error)
+
+
+def _run_seg(args: argparse.Namespace, failures: list[ImageError], on_error) -> int:
+    """--task seg: two PNGs per image under --out-dir, one line (or a JSON record) per image on stdout."""
+    if args.provider == "torch-cuda":
+        raise UsageError("--provider torch-cuda runs classifiers; segment with cpu, openvino, cuda or tensorrt")
+    if args.size or args.topk != 5 or args.batch_size != 8:
+        raise UsageError("--size, --topk and --batch-size are for classifiers: a segmenter runs each image at its "
+                         "own AlignResized size")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise UsageError(f"--alpha {args.alpha} is outside 0..1")
+    if args.model and args.head:
+        raise UsageError("--head picks the head of a new export: an export given with --model has its own")
+    out_dir = os.path.abspath(args.out_dir)
+    if not os.path.isdir(out_dir):
+        if not os.path.isdir(os.path.dirname(out_dir)):
+            raise UsageError(f"output directory does not exist: {out_dir}")
+        os.makedirs(out_dir, exist_ok=True)
+    check_writable_dir(out_dir)
+    paths = list_images(args.images, on_error)
+    model_path = ensure_model(args) if paths else None
+    records = []
+    if paths:
+        info = read_model_info(model_path)
+        check_segmenter(info, model_path)
+        if info.weights.startswith("random-init"):
+            print(f"warning: {os.path.basename(model_path)} has untrained (random) weights, so its classes are "
+                  "meaningless; pass the authors' MMSegmentation checkpoint with --weights", file=sys.stderr)
+        roots = [os.path.abspath(p) for p in args.images if os.path.isdir(p)]
+        with open_runner(model_path, args.provider, args.threads) as runner:
+            for seg in segment(runner, info, paths, on_error):
+                records.append(_write_seg(seg, info, out_dir, roots, args.alpha))
+                if not args.json:
+                    r = records[-1]
+                    top = ", ".join(f"{c} {f * 100:.1f}%" for c, f in r["classes"][:3])
+                    print(f"{r['image']}: {r['class_map']} {r['overlay']} ({r['size'][0]}x{r['size'][1]}; {top})")
+    if args.json:
+        json.dump(records, sys.stdout, indent=1)
+        print()
+    total = len(records) + len(failures)
+    if total > 1:
+        print(f"crossformer-infer: {total} images, {len(failures)} failed", file=sys.stderr)
+    return 0 if not failures else 1 if records else 2
+
+
+def _write_seg(seg: Segmentation, info: ModelInfo, out_dir: str, roots: list[str], alpha: float) -> dict:
+    """NAME_classes.png and NAME_overlay.png, written atomically; a folder input's sub-folders are mirrored."""
+    src = os.path.abspath(seg.image)
+    root = next((r for r in roots if src.startswith(r + os.sep)), None)
+    rel = os.path.relpath(src, root) if root else os.path.basename(src)
+    stem = os.path.join(out_dir, os.path.splitext(rel)[0])
+    os.makedirs(os.path.dirname(stem), exist_ok=True)
+    files = {"class_map": stem + "_classes.png", "overlay": stem + "_overlay.png"}
+    images = {"class_map": class_map_png(seg.class_map, info.num_classes),
+              "overlay": overlay(load_image(seg.image), seg.class_map, info.num_classes, alpha)}
+    for key, im in images.items():
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        write_bytes_atomic(files[key], buf.getvalue())
+    return {"image": seg.image, **files, "size": list(seg.class_map.shape), "input_size": list(seg.input_size),
+            "classes": [[c, round(f, 4)] for c, f in seg.class_areas()]}
 
 
 def _torch_cuda(args: argparse.Namespace) -> tuple[ModelInfo, Runner]:

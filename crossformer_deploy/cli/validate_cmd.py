@@ -10,9 +10,10 @@ import sys
 import numpy as np
 
 from crossformer_deploy.base.errors import UsageError
-from crossformer_deploy.base.images import list_images, load_batch
+from crossformer_deploy.base.images import list_images, load_batch, load_image
 from crossformer_deploy.base.model_file import is_engine
-from crossformer_deploy.base.model_info import ModelInfo
+from crossformer_deploy.base.model_info import SEG_SCALE, ModelInfo
+from crossformer_deploy.base.seg_preprocess import seg_preprocess
 from crossformer_deploy.base.sizes import parse_size
 from crossformer_deploy.cli.common import classifier_from_args, parse_list, positive_int, run_main
 from crossformer_deploy.engines.open_model import open_runner, read_model_info
@@ -20,9 +21,12 @@ from crossformer_deploy.export.precision import schemes
 from crossformer_deploy.model.config import VARIANT_CHOICES
 from crossformer_deploy.model.crossformer import CrossFormer
 from crossformer_deploy.model.factory import model_from_label
+from crossformer_deploy.model.seg.config import SegConfig
+from crossformer_deploy.model.seg.factory import segmenter_from_label
 from crossformer_deploy.runtime.classify import fill_batch
-from crossformer_deploy.runtime.parity import TOLERANCES, compare
+from crossformer_deploy.runtime.parity import SEG_AGREEMENT, TOLERANCES, compare, miou_agreement, pixel_agreement
 from crossformer_deploy.runtime.runner import Runner
+from crossformer_deploy.runtime.segment import SEGMENTER, run_segmenter
 from crossformer_deploy.runtime.torch_cuda_runner import TorchCudaRunner
 from crossformer_deploy.runtime.torch_runner import TorchRunner
 
@@ -31,6 +35,13 @@ EXAMPLES = """examples:
   crossformer-validate --model s.onnx --sizes 224,256x320,320x448 --batch 1,4
   crossformer-validate --model s_fp16.onnx --weights s.pth --images val_subset/ --json
   crossformer-validate --provider torch-cuda --variant s --weights s.pth --batch 1,8     # an NVIDIA GPU
+  crossformer-validate --model upernet_s.onnx --weights upernet_crossformer_s.pth --sizes 512,512x704 --batch 1,2
+
+A segmenter export (crossformer-export --task seg) is fed its AlignResized input and an original size: by
+default 512x512 (output 512x512) and 512x704 (output 512x683, the size a 375x500 photo comes back at); with
+--sizes, each size's own (or --output-size). It is judged by the share of pixels whose class agrees with the
+PyTorch reference (fp32 >= 99.99 %, fp16 >= 99.5 %, int8 >= 98 %), with an mIoU of the one map against the
+other, and, for exports with --logits, by the logits' table row below.
 
 --provider torch-cuda checks the PyTorch fp16 CUDA path (fused Triton attention, CUDA graphs) against the
 fp32 reference, with the fp16 row; it needs a checkpoint (--weights / --variant) or an export to read it from.
@@ -55,11 +66,19 @@ def parser() -> argparse.ArgumentParser:
                    help="cpu / cuda / tensorrt / openvino run --model; torch-cuda runs the checkpoint on a GPU")
     p.add_argument("--threads", type=positive_int)
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--output-size", metavar="HxW", help="segmenters: the original size the logits go back to "
+                   "(default: each input size)")
     p.add_argument("--json", action="store_true")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output_size and not args.model:
+        raise UsageError("--output-size is for segmenter exports (--model)")
+    if args.model and args.provider != "torch-cuda" and read_model_info(args.model).mode == SEGMENTER:
+        return _run_seg(args)
+    if args.output_size:
+        raise UsageError("--output-size is for segmenter exports")
     info, model = _model_and_info(args)
     if info.precision not in TOLERANCES:
         raise UsageError(f"no tolerance row for precision {info.precision!r}")
@@ -100,6 +119,69 @@ def run(args: argparse.Namespace) -> int:
         print()
     else:
         _print_table(args.model or f"{info.variant} on {args.provider}", info.precision, rows, accuracy)
+        print("PASS" if ok_all else "FAIL")
+    return 0 if ok_all else 1
+
+
+def _run_seg(args: argparse.Namespace) -> int:
+    """A segmenter export against its PyTorch model: pixel agreement (and the logits, if the graph has them)."""
+    if args.variant:
+        raise UsageError("--variant goes with --provider torch-cuda and no --model; an export names its own")
+    info = read_model_info(args.model)
+    if info.precision not in SEG_AGREEMENT:
+        raise UsageError(f"no agreement bar for precision {info.precision!r}")
+    cfg = SegConfig.from_json(info.extra["segmenter"])
+    model = segmenter_from_label(cfg, info.weights, args.weights, return_logits=True)
+    reference = TorchRunner(model)
+    out_size = parse_size(args.output_size, 1) if args.output_size else None
+    if args.sizes:
+        cases = [(s, out_size or s) for s in parse_list(args.sizes, lambda t: parse_size(t, info.stride), "size")]
+    else:
+        cases = [(tuple(info.input_size), out_size or tuple(info.input_size))]
+        if info.dynamic and tuple(info.input_size) != (512, 704):
+            cases.append(((512, 704), out_size or (512, 683)))
+    batches = parse_list(args.batch, int, "batch") if args.batch else ([info.batch] if info.batch else [1])
+    rng = np.random.default_rng(args.seed)
+    if args.images:  # each image at its own AlignResized size, its original size out
+        scale = tuple(info.scale or SEG_SCALE)
+        inputs = [seg_preprocess(load_image(p), scale, info.stride, info.mean, info.std)
+                  for p in list_images([args.images])]
+    else:
+        inputs = [(rng.standard_normal((3, *size), dtype=np.float32), out) for size, out in cases]
+    bar, tol = SEG_AGREEMENT[info.precision], TOLERANCES[info.precision]
+    rows, ok_all = [], True
+    with _runner(args, model) as runner:
+        for (image, out), b in ((i, b) for i in inputs for b in batches):
+            x = np.stack([image] * b)
+            if b > 1 and not args.images:  # rows that differ: a batch mix-up must show
+                x[1:] = rng.standard_normal(x[1:].shape, dtype=np.float32)
+            size = x.shape[2:]
+            got = run_segmenter(runner, info, x, out)
+            ref = reference.run({"image": x, "output_size": np.asarray(out, np.int64)})
+            agree = pixel_agreement(ref["class_map"], got["class_map"])
+            row = {"size": f"{size[0]}x{size[1]}", "output": f"{out[0]}x{out[1]}", "batch": b,
+                   "pixel_agreement": agree, "miou": miou_agreement(ref["class_map"], got["class_map"],
+                                                                    info.num_classes)}
+            ok = agree >= bar
+            if "logits" in got:
+                c = compare({"logits": ref["logits"]}, {"logits": got["logits"]}, tol, logits=None)[0]
+                row.update(max_abs=c.max_abs, cosine=c.cosine)
+                ok &= c.passed
+            row["passed"] = bool(ok)
+            ok_all &= ok
+            rows.append(row)
+    if args.json:
+        json.dump({"model": args.model, "precision": info.precision, "pixel_agreement_bar": bar, "cases": rows,
+                   "passed": ok_all}, sys.stdout, indent=1)
+        print()
+    else:
+        print(f"{args.model} ({info.precision}, {info.head} segmenter) vs PyTorch; pixel agreement bar {bar:.4%}")
+        print(f"{'size':>9} {'output':>9} {'batch':>5} {'pixels':>9} {'mIoU':>8} {'max|abs|':>10} {'cosine':>10}  "
+              "result")
+        for r in rows:
+            logits = f"{r['max_abs']:10.2e} {r['cosine']:10.7f}" if "max_abs" in r else f"{'-':>10} {'-':>10}"
+            print(f"{r['size']:>9} {r['output']:>9} {r['batch']:>5} {r['pixel_agreement']:9.4%} {r['miou']:8.4f} "
+                  f"{logits}  {'PASS' if r['passed'] else 'FAIL'}")
         print("PASS" if ok_all else "FAIL")
     return 0 if ok_all else 1
 

@@ -29,6 +29,11 @@ HEAD_KEYS = ("norm.weight", "norm.bias", "head.weight", "head.bias")
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The model's tensors from a checkpoint file, unwrapped and with derived buffers dropped."""
+    return unwrap(read_checkpoint(path), checkpoint_file(path))
+
+
+def read_checkpoint(path: str | os.PathLike) -> object:
+    """What a checkpoint file holds, as loaded (a dict of tensors and plain data), read safely."""
     path = checkpoint_file(path)
     try:
         if path.endswith(".safetensors"):
@@ -44,7 +49,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                               "only tensors, containers and known config classes are loaded") from None
     except Exception as e:  # truncated zip, garbage bytes, a pickle that builds nonsense: all the file's fault
         raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(e)})") from None
-    return unwrap(obj, path)
+    return obj
 
 
 def checkpoint_file(path: str | os.PathLike) -> str:

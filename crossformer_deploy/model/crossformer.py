@@ -1,14 +1,12 @@
 """CrossFormer (Wang et al., ICLR 2022) and CrossFormer++ (TPAMI 2023): classifier and
 detection/segmentation backbone.
 
-Maps flow channels-last, [B, H, W, C], from the embedding to the head. Nothing in ``forward``
-changes module state, so one instance serves every input size.
+Maps flow as tokens, [B, H * W, C] with their H and W beside them, from the embedding to the head: a rank-3
+residual stream needs no layout changes in a runtime (OpenVINO runs a LayerNorm of it as one MVN and reorders
+rank-4 maps to blocked layouts around every Add). Nothing in ``forward`` changes module state, so one instance
+serves every input size.
 """
 from __future__ import annotations
-
-import contextlib
-import contextvars
-from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -17,8 +15,9 @@ from crossformer_deploy.base.errors import InputSizeError
 from crossformer_deploy.base.sizes import check_size
 from crossformer_deploy.model.attention import Attention
 from crossformer_deploy.model.config import CrossFormerConfig, Family
-from crossformer_deploy.model.embedding import PatchEmbed, PatchMerging
+from crossformer_deploy.model.embedding import PatchEmbed, PatchMerging, to_map
 from crossformer_deploy.model.grouping import Size, group_layout
+from crossformer_deploy.model.tracing import fixed_size_tracing, spatial_size  # noqa: F401  (re-exported)
 
 
 class Mlp(nn.Module):
@@ -50,11 +49,12 @@ class CrossFormerBlock(nn.Module):
             self.ex_ln = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, H: Size, W: Size) -> Tensor:
+        """Tokens [B, H * W, C] of an H x W map -> the same."""
         lay = group_layout(H, W, self.group_size, self.interval, self.lda, self.family)
         x = x + self.attn(self.norm1(x), lay)
         x = x + self.mlp(self.norm2(x))
         if self.acl:  # amplitude cooling: LN(depthwise 3x3 conv(x)), zero padding, no residual
-            x = self.ex_ln(self.ex_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+            x = self.ex_ln(self.ex_conv(to_map(x, H, W)).flatten(2).transpose(1, 2))
         return x
 
 
@@ -72,34 +72,12 @@ class Stage(nn.Module):
         last = i == cfg.num_stages - 1
         self.downsample = None if last else PatchMerging(dim, cfg.merge_sizes[i])
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """[B, H, W, C] -> (stage output [B, H, W, C], merged [B, H/2, W/2, 2C] or the same)."""
-        H, W = _hw(x)
+    def forward(self, x: Tensor, H: Size, W: Size) -> tuple[Tensor, tuple[Tensor, Size, Size]]:
+        """Tokens [B, H * W, C] -> (stage output, the same; (merged [B, H/2 * W/2, 2C], H/2, W/2), or the stage
+        output again after the last stage)."""
         for blk in self.blocks:
             x = blk(x, H, W)
-        return x, (x if self.downsample is None else self.downsample(x))
-
-
-_TRACE_SIZES = contextvars.ContextVar("crossformer_trace_sizes", default=True)
-
-
-@contextlib.contextmanager
-def fixed_size_tracing() -> Iterator[None]:
-    """While tracing, take map sizes as constants (a fixed-size export) instead of graph values."""
-    token = _TRACE_SIZES.set(False)
-    try:
-        yield
-    finally:
-        _TRACE_SIZES.reset(token)
-
-
-def _hw(x: Tensor) -> tuple[Size, Size]:
-    """Map size of a channels-last tensor: 0-d tensors while the ONNX exporter traces a dynamic graph,
-    so every size computed from it stays a graph op instead of a constant baked for one input."""
-    if torch.jit.is_tracing() and _TRACE_SIZES.get():
-        shape = torch._shape_as_tensor(x)
-        return shape[1], shape[2]
-    return int(x.shape[1]), int(x.shape[2])
+        return x, ((x, H, W) if self.downsample is None else self.downsample(x, H, W))
 
 
 class CrossFormer(nn.Module):
@@ -125,12 +103,12 @@ class CrossFormer(nn.Module):
             if x.dim() != 4 or x.shape[1] != self.cfg.in_chans:
                 raise InputSizeError(f"expected an image batch [B, {self.cfg.in_chans}, H, W], got {list(x.shape)}")
             check_size(x.shape[2], x.shape[3], self.cfg.stride)
-        x = self.patch_embed(x)
+        x, h, w = self.patch_embed(x)
         feats = []
         for layer in self.layers:
-            feat, x = layer(x)
-            feats.append(feat)
+            feat, (x_next, h_next, w_next) = layer(x, h, w)
+            feats.append(to_map(feat, h, w))
+            x, h, w = x_next, h_next, w_next
         if self.mode == "backbone":
-            return tuple(f.permute(0, 3, 1, 2) for f in feats)
-        x = self.norm(x).flatten(1, 2).mean(dim=1)
-        return self.head(x)
+            return tuple(feats)
+        return self.head(self.norm(x).mean(dim=1))

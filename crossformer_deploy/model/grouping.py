@@ -136,6 +136,55 @@ def ungroup_index(lay: GroupLayout, device=None) -> Tensor:
     return (gi[:, None] * lay.nw + gj[None, :]) * (lay.gh * lay.gw) + a[:, None] * lay.gw + c[None, :]
 
 
+def is_static(lay: GroupLayout) -> bool:
+    """Whether every size of the layout is a Python int (eager, or a fixed-size export)."""
+    return not _traced(lay.H, lay.W, lay.gh, lay.gw, lay.nh, lay.nw, lay.s)
+
+
+def has_padding(lay: GroupLayout) -> bool:
+    """Whether a static layout's groups cover more than the map (padded slots): the regions tile nh * gh rows
+    and nw * gw columns. Read off the sizes, not off ``valid``: no device sync, nothing data-dependent for
+    torch.compile to break its graph on."""
+    return lay.nh * lay.gh != lay.H or lay.nw * lay.gw != lay.W
+
+
+def group_by_reshape(x: Tensor, lay: GroupLayout) -> Tensor:
+    """``group`` for a static layout, as Pad + Reshape + Transpose instead of a Gather (what a fixed-size graph
+    runs fastest: no index tensors, data movement a runtime can fuse): [B, H, W, C] -> [B, nG, N, C].
+
+    The map is zero-padded to (nh * gh, nw * gw) = (R gh s, Rw gw s), seen as [B, R, gh, s, Rw, gw, s, C] (region,
+    member, phase) and reordered to [B, R, s, Rw, s, gh, gw, C]: group (r s + i, rw s + j), member (a, c) is map
+    row r gh s + a s + i, as ``group_index`` places it. Padded slots hold zeros instead of token 0: both are masked
+    as keys and dropped as queries.
+    """
+    B, C = x.shape[0], x.shape[-1]
+    hp, wp = lay.nh * lay.gh, lay.nw * lay.gw
+    if (hp, wp) != (lay.H, lay.W):
+        x = torch.nn.functional.pad(x, (0, 0, 0, wp - lay.W, 0, hp - lay.H))
+    shape, perm = _regroup(lay)
+    return x.reshape(B, *shape, C).permute(0, *perm, len(shape) + 1).reshape(B, lay.nh * lay.nw, lay.gh * lay.gw, C)
+
+
+def _regroup(lay: GroupLayout) -> tuple[list[int], list[int]]:
+    """The map's axes (R, gh, s, Rw, gw, s) without those of size 1 (a transpose of rank 6 for SDA and the
+    one-region LDA, not 8), and the order that puts them as (R, s, Rw, s, gh, gw); axis numbers from 1."""
+    sizes = [lay.nh // lay.s, lay.gh, lay.s, lay.nw // lay.s, lay.gw, lay.s]
+    order = [0, 2, 3, 5, 1, 4]
+    kept = [i for i, n in enumerate(sizes) if n != 1]
+    return [sizes[i] for i in kept], [kept.index(i) + 1 for i in order if i in kept]
+
+
+def ungroup_by_reshape(x: Tensor, lay: GroupLayout) -> Tensor:
+    """The inverse of ``group_by_reshape``, and the crop: [B, nG, N, C] -> [B, H, W, C]."""
+    B, C = x.shape[0], x.shape[-1]
+    shape, perm = _regroup(lay)
+    grouped = [shape[p - 1] for p in perm]  # the axes in grouped order
+    inverse = [perm.index(i) + 1 for i in range(1, len(shape) + 1)]
+    x = x.reshape(B, *grouped, C).permute(0, *inverse, len(shape) + 1)
+    x = x.reshape(B, lay.nh * lay.gh, lay.nw * lay.gw, C)
+    return x[:, :lay.H, :lay.W] if (lay.nh * lay.gh, lay.nw * lay.gw) != (lay.H, lay.W) else x
+
+
 def group(x: Tensor, index: Tensor) -> Tensor:
     """[B, H, W, C] -> [B, nG, N, C] (padded slots: a copy of token 0, to be masked)."""
     B, C = x.shape[0], x.shape[-1]

@@ -55,4 +55,5 @@ class DynamicPosBias(nn.Module):
 
     def table(self, gh: Size, gw: Size) -> Tensor:
         """The bias table for a gh x gw group: [(2gh-1)(2gw-1), heads]."""
-        return self(offset_grid(gh, gw, self.pos_proj.weight.device))
+        w = self.pos_proj.weight  # offsets in the weights' dtype: a model cast to fp16 runs as is
+        return self(offset_grid(gh, gw, w.device).to(w.dtype))

@@ -45,6 +45,8 @@ def classify(runner: Runner, info: ModelInfo, paths: Sequence[str], size: tuple[
              on_error: Callable[[ImageError], None] | None = None) -> list[Prediction]:
     """Top-k labels per image, in input order. An image that cannot be loaded raises ImageError, or, with
     ``on_error``, is handed to it and left out (the batches stay full with the images that load)."""
+    if info.mode == "segmenter":
+        raise UsageError("this model is a segmenter (per-pixel classes): run crossformer-infer with --task seg")
     if info.mode != "classifier":
         raise UsageError("this model is a backbone (feature maps, no labels); crossformer-infer needs a classifier")
     names = class_names(info.num_classes)

@@ -85,3 +85,22 @@ def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tol: Toleran
             tol.min_top1 is None or top1 is None or top1 >= tol.min_top1)
         out.append(Comparison(name, float(r.max_absdiff), float(r.max_reldiff), cos, top1, ok))
     return out
+
+
+# Segmenters: the share of pixels whose class agrees with the fp32 PyTorch reference, per precision.
+SEG_AGREEMENT: dict[str, float] = {"fp32": 0.9999, "fp16": 0.995, "int8": 0.98}
+
+
+def pixel_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of pixels with the same class in two class maps of one shape."""
+    return float((np.asarray(a) == np.asarray(b)).mean())
+
+
+def miou_agreement(a: np.ndarray, b: np.ndarray, num_classes: int) -> float:
+    """mIoU of map ``b`` scored against map ``a`` as ground truth: the mean, over the classes either map holds, of
+    |a = c and b = c| / |a = c or b = c| (1.0 for equal maps)."""
+    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
+    both = np.bincount(a[a == b], minlength=num_classes)
+    either = np.bincount(a, minlength=num_classes) + np.bincount(b, minlength=num_classes) - both
+    present = either > 0
+    return float((both[present] / either[present]).mean()) if present.any() else 1.0

@@ -5,13 +5,15 @@ import numpy as np
 import torch
 
 from crossformer_deploy.model.crossformer import CrossFormer
+from crossformer_deploy.model.seg.segmentor import MODE as SEGMENTER
+from crossformer_deploy.model.seg.segmentor import Segmentor
 from crossformer_deploy.runtime.runner import Runner, TensorSpec
 
 
 class TorchRunner(Runner):
     name = "pytorch"
 
-    def __init__(self, model: CrossFormer, dtype: torch.dtype = torch.float32):
+    def __init__(self, model: CrossFormer | Segmentor, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.model, self.dtype = model.eval(), dtype
 
@@ -19,14 +21,20 @@ class TorchRunner(Runner):
         pass
 
     def _specs(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        names = ["logits"] if self.model.mode == "classifier" else [f"stage{i + 1}" for i in range(4)]
         f32 = np.dtype(np.float32)
-        return ([TensorSpec("image", (None, self.model.cfg.in_chans, None, None), f32)],
-                [TensorSpec(n, (), f32) for n in names])
+        image = TensorSpec("image", (None, self.model.cfg.in_chans, None, None), f32)
+        if self.model.mode == SEGMENTER:
+            return ([image, TensorSpec("output_size", (2,), np.dtype(np.int64))],
+                    [TensorSpec(n, (), np.dtype(np.int64) if n == "class_map" else f32)
+                     for n in self.model.output_names])
+        names = ["logits"] if self.model.mode == "classifier" else [f"stage{i + 1}" for i in range(4)]
+        return [image], [TensorSpec(n, (), f32) for n in names]
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = torch.from_numpy(feeds["image"])
+        args = [torch.from_numpy(feeds["image"])]
+        if self.model.mode == SEGMENTER:
+            args.append(torch.from_numpy(feeds["output_size"]))
         with torch.no_grad(), torch.autocast("cpu", dtype=self.dtype, enabled=self.dtype != torch.float32):
-            out = self.model(x)
+            out = self.model(*args)
         outs = (out,) if isinstance(out, torch.Tensor) else out
-        return {s.name: o.float().numpy() for s, o in zip(self.outputs, outs)}
+        return {s.name: (o if o.dtype == torch.int64 else o.float()).numpy() for s, o in zip(self.outputs, outs)}

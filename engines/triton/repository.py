@@ -104,13 +104,18 @@ def _check_args(name: str, max_batch: int, instances: int, topk: int) -> None:
 def main_model(model_path: str, name: str, info: ModelInfo, kind: str, max_batch: int, instances: int,
                execution_env: str | None = None) -> ModelDir:
     """The model itself, in the layout of ``kind``."""
+    if info.mode == "segmenter" and kind != "onnx":
+        # the python stub and plan_io know one input (image); a segmenter also takes output_size
+        raise UsageError(f"a segmenter is served through --backend onnxruntime only (image and output_size in, "
+                         f"class_map out); --backend {'tensorrt' if kind == 'plan' else kind} is not built for it yet")
     if kind == "plan":
         return _plan_model(model_path, name, info, max_batch, instances)
     io_ = onnx_io(model_path)
     source = f"from {os.path.basename(model_path)} ({_describe(info)})"
     if kind == "onnx":
         batch = max_batch if io_.dynamic_batch else 0
-        comment = [f"ONNX Runtime backend, {source}.", *_fixed_batch_note(info, io_.dynamic_batch)]
+        comment = [f"ONNX Runtime backend, {source}.", *(_segmenter_note() if info.mode == "segmenter" else
+                                                           _fixed_batch_note(info, io_.dynamic_batch))]
         config = model_config(name, 'platform: "onnxruntime_onnx"', batch, *io_.for_config(batch > 0), "KIND_CPU",
                               instances, comment)
         return ModelDir(name, batch, io_.inputs[0].data_type, {"config.pbtxt": config}, {"1/model.onnx": model_path})
@@ -145,7 +150,9 @@ def pipeline_models(model: ModelDir, info: ModelInfo, instances: int, topk: int,
                     execution_env: str | None) -> list[ModelDir]:
     """``<name>_preprocess`` -> ``<name>`` -> ``<name>_postprocess``, and ``<name>_ensemble`` wiring them."""
     if info.mode != "classifier":
-        raise UsageError("--with-preprocess needs a classifier (this model is a backbone: feature maps, no labels)")
+        what = ("a segmenter: its repository takes the AlignResized image and output_size, docs/segmentation.md"
+                if info.mode == "segmenter" else "a backbone: feature maps, no labels")
+        raise UsageError(f"--with-preprocess needs a classifier (this model is {what})")
     if model.max_batch == 0:
         raise UsageError(f"--with-preprocess needs a dynamic-batch model, this one takes batch {info.batch} only; "
                          f"export without --batch, or use the python backend (it pads batches)")
@@ -252,6 +259,12 @@ def _fixed_batch_note(info: ModelInfo, batching: bool) -> list[str]:
     if batching:
         return []
     return [f"The graph's batch is fixed at {info.batch}: max_batch_size 0 and full shapes; send exactly that batch."]
+
+
+def _segmenter_note() -> list[str]:
+    return ["A segmenter: inputs image [B, 3, H, W] (AlignResized, base/seg_preprocess.py) and output_size [2] (the",
+            "original H0, W0, shared by the batch, so no batch dim): max_batch_size 0 and full shapes; one request",
+            "per original size. Output class_map [B, H0, W0] (int64 class ids)."]
 
 
 def _python_env_note(execution_env: str | None) -> list[str]:

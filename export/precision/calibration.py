@@ -178,17 +178,27 @@ def _make_calibrator(src: Path, augmented: Path, method: str, tensors: set[str])
 
 
 class _OneBatch:
-    """The CalibrationDataReader protocol over a single input batch."""
+    """The CalibrationDataReader protocol over a single set of feeds."""
 
-    def __init__(self, name: str, batch: np.ndarray):
-        self._feeds: dict | None = {name: batch}
+    def __init__(self, feeds: dict[str, np.ndarray]):
+        self._feeds: dict | None = feeds
 
     def get_next(self) -> dict | None:
         feeds, self._feeds = self._feeds, None
         return feeds
 
 
+def feeds_for(graph: onnx.GraphProto, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """The image batch as the first input; a segmenter's ``output_size`` (its second input) is the batch's own
+    size, so its logits are calibrated as they run on an image that needed no AlignResize stretch."""
+    weights = {t.name for t in graph.initializer}
+    names = [i.name for i in graph.input if i.name not in weights]
+    feeds = {names[0]: batch}
+    if "output_size" in names:
+        feeds["output_size"] = np.asarray(batch.shape[2:], np.int64)
+    return feeds
+
+
 def _collect(calibrator, batch: np.ndarray) -> None:
-    name = calibrator.model.graph.input[0].name
     with contextlib.redirect_stdout(io.StringIO()):
-        calibrator.collect_data(_OneBatch(name, batch))
+        calibrator.collect_data(_OneBatch(feeds_for(calibrator.model.graph, batch)))

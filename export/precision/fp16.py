@@ -41,6 +41,9 @@ FP16_MASK_FILL = -30000.0  # finite in fp16 with headroom: |fill + bias + scores
 MASK_FILL_FP32 = -1e6  # model/grouping.py MASK_FILL, as it appears in the fp32 export
 FP32_OP_TYPES = frozenset({"LayerNormalization", "Softmax"})
 SHAPE_OPS = frozenset({"Shape", "Size"})  # their outputs describe a tensor, they do not carry its data
+# Float inputs typed apart from the data, which stay fp32 in an fp16 node: Resize's roi and scales (ONNX allows
+# only float32 scales; a segmenter's x2 upsampling carries them as a constant).
+FP32_INPUTS = {"Resize": frozenset({1, 2})}
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 FP16_MAX = float(np.finfo(np.float16).max)
 
@@ -101,8 +104,11 @@ def replace_mask_fill(model: onnx.ModelProto, fill: float) -> int:
 
 
 def activation_tensors(graph: onnx.GraphProto) -> set[str]:
-    """Tensors computed from the graph inputs' data (not merely from their shapes)."""
-    act = {i.name for i in graph.input} - {t.name for t in graph.initializer}  # (old IRs list weights as inputs)
+    """Tensors computed from the float graph inputs' data (not merely from their shapes). Integer inputs are
+    sizes (a segmenter's ``output_size``): what is computed from them is shape arithmetic, kept in fp32."""
+    floats = (FLOAT, HALF)
+    act = {i.name for i in graph.input if i.type.tensor_type.elem_type in floats}
+    act -= {t.name for t in graph.initializer}  # (old IRs list weights as inputs)
     for n in graph.node:  # exported graphs are topologically sorted
         if n.op_type not in SHAPE_OPS and any(i in act for i in n.input):
             act.update(o for o in n.output if o)
@@ -159,10 +165,11 @@ def _convert(model: onnx.ModelProto, fp16_io: bool) -> None:
         if n.op_type in SHAPE_OPS:
             new_nodes.append(n)  # reads only the shape: any float type will do, no Cast
             continue
-        want = HALF if j in fp16_nodes else FLOAT
+        node_type = HALF if j in fp16_nodes else FLOAT
         for k, name in enumerate(n.input):
             if not name or types.get(name) not in (FLOAT, HALF):
                 continue
+            want = FLOAT if k in FP32_INPUTS.get(n.op_type, ()) else node_type
             have = HALF if name in half else FLOAT
             if have == want:
                 continue

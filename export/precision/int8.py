@@ -55,6 +55,7 @@ from crossformer_deploy.model.grouping import group_layout
 QUANTIZED_OPS = ("MatMul", "Conv", "Gemm")
 DPB_SCOPE = "/attn/pos/"
 HEAD_SCOPE = "/head/"
+SEG_HEAD_SCOPE = "/conv_seg/"  # a segmenter's classifier (a 1x1 conv per pixel): float like the classifier's head
 # CrossFormer++'s amplitude cooling conv stays float: its input is the raw residual stream, whose per-tensor range
 # its largest (outlier) channel sets, and it holds < 1 % of a block's MACs (docs/int8.md).
 ACL_SCOPE = "/ex_conv/"
@@ -109,8 +110,9 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
 
 def excluded_nodes(proto: onnx.ModelProto, quantize_head: bool = False, quantize_attention: bool = True,
                    size: tuple[int, int] | None = None) -> list[str]:
-    """Quantizable nodes to leave in float: the DPB MLP, anything not computed from the image, the head,
-    CrossFormer++'s cooling convs (``ACL_SCOPE``) and the P x V matmuls of wide groups (``wide_group_pv``,
+    """Quantizable nodes to leave in float: the DPB MLP, anything not computed from the image, matmuls with a
+    matrix computed from sizes (a segmenter's pooling), the head (a segmenter's ``conv_seg``), CrossFormer++'s
+    cooling convs (``ACL_SCOPE``) and the P x V matmuls of wide groups (``wide_group_pv``,
     judged at ``size``, default the export size)."""
     g = proto.graph
     act = activation_tensors(g)
@@ -121,8 +123,10 @@ def excluded_nodes(proto: onnx.ModelProto, quantize_head: bool = False, quantize
         if n.op_type not in QUANTIZED_OPS:
             continue
         attention_matmul = n.op_type == "MatMul" and not any(i in weights for i in n.input)
-        if (DPB_SCOPE in n.name or not any(i in act for i in n.input)
-                or (not quantize_head and HEAD_SCOPE in n.name)
+        # a matrix computed from sizes alone (a segmenter's adaptive pooling: 1 / bin length weights) stays float
+        size_matrix = n.op_type == "MatMul" and any(i not in act and i not in weights for i in n.input)
+        if (DPB_SCOPE in n.name or not any(i in act for i in n.input) or size_matrix
+                or (not quantize_head and (HEAD_SCOPE in n.name or SEG_HEAD_SCOPE in n.name))
                 or (not quantize_attention and attention_matmul)
                 or ACL_SCOPE in n.name or n.name in wide):
             out.append(n.name)

@@ -54,25 +54,33 @@ def test_bench_cli_table_and_json(tmp_path):
 
 
 @needs_openvino
-def test_bench_nncf_peer_and_recommend(tmp_path):
-    """OpenVINO's own INT8 (NNCF) is a peer, built from the plain export on the images our INT8 calibrates on;
-    NNCF on our openvino-target graph is ours; --recommend names the export command of the fastest path."""
+def test_bench_int8_peers_and_recommend(tmp_path):
+    """The INT8 peers are NNCF (defaults; head float) and ORT's quantize_static on the peer graph (a plain static
+    export: ours stands in without --official), calibrated on the images our INT8 calibrates on; NNCF on our
+    openvino-target graph is ours; --recommend names the export command of the fastest path."""
     pytest.importorskip("nncf", reason="NNCF is not installed (the openvino extra)")
     out = tmp_path / "bench.json"
+    backends = "ort,ort-qdq-int8,ov-nncf-int8,ov-nncf-int8-head-float,ov-target-nncf-int8,ov-int8"
     r = cli("bench", "--variant", "tiny", "--sizes", "64", "--repeats", "1", "--warmup", "0", "--block", "1",
-            "--pause", "0", "--backends", "ort,ov-nncf-int8,ov-target-nncf-int8,ov-int8", "--recommend",
-            "--json", str(out))
+            "--pause", "0", "--backends", backends, "--recommend", "--json", str(out))
     assert r.returncode == 0, r.stderr
     rep = json.loads(out.read_text())
     rows = {row["backend"]: row for row in rep["results"]}
-    for name in ("ov-nncf-int8", "ov-target-nncf-int8"):
+    peer = "our model (no --official: the authors' code not given), torch.onnx.export 1x3x64x64"
+    for name, tail in (("ov-nncf-int8", "nncf.quantize(TRANSFORMER)"),
+                       ("ov-nncf-int8-head-float", "nncf.quantize(TRANSFORMER, head float)"),
+                       ("ort-qdq-int8", "onnxruntime.quantization.quantize_static (QDQ, defaults)")):
         assert rows[name]["status"] == "ok", rows[name]
-        assert "nncf.quantize(TRANSFORMER)" in rows[name]["graph"] and rows[name]["cosine"] > 0.5
+        assert peer in rows[name]["graph"] and tail in rows[name]["graph"], rows[name]["graph"]
+        assert rows[name]["cosine"] > 0.5
+    assert "head float" not in rows["ov-nncf-int8"]["graph"]  # the defaults row is NNCF's defaults
     assert rows["ov-target-nncf-int8"]["graph"].startswith("OpenVINO CPU: plain static Bx3x64x64 -> run_pipeline")
+    assert "nncf.quantize(TRANSFORMER, head float)" in rows["ov-target-nncf-int8"]["graph"]
     assert rep["machine"]["nncf"]
     assert "fastest path within each precision's bar on this machine:" in r.stdout
     assert {rec["precision"] for rec in rep["recommendations"]} <= {"fp32", "int8"}
-    assert all(rec["export"].startswith("crossformer-export --variant tiny") for rec in rep["recommendations"])
+    assert all(rec["export"].startswith("crossformer-export --variant tiny") for rec in rep["recommendations"]
+               if rec["backend"] not in ("ort", "ort-qdq-int8", "ov-nncf-int8", "ov-nncf-int8-head-float"))
 
 
 def test_bench_bad_arguments(tmp_path, capsys):

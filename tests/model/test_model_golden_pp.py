@@ -94,7 +94,7 @@ def test_padded_lda_block(pp_cases, key):
                            acl=bool(acl)).eval()
     blk.load_state_dict(sd)
     with torch.no_grad():
-        y = blk(x.view(2, h, w, dim), h, w).reshape(2, h * w, dim)
+        y = blk(x, h, w)
     assert_close(y, pp_cases[key + "_y"], EPS * (4 * dim) ** 0.5 * (2 + acl), key)
 
 

@@ -1,0 +1,275 @@
+"""Whole segmenters at full size against MMSegmentation 1.2.2 + the authors' backbone, on PyTorch, ONNX Runtime and
+OpenVINO; FP16 / INT8 agreement; latency.
+
+    CROSSFORMER_OFFICIAL=/tmp/crossformer-official python benchmarks/seg_vs_mmseg.py parity \\
+        [--models upernet-s,fpn-s,upernet-b,fpn-b,upernet-pp-s2,fpn-pp-s2] [--json benchmarks/seg_vs_mmseg.json]
+    python benchmarks/seg_vs_mmseg.py precision [--models upernet-s,fpn-s]
+    python benchmarks/seg_vs_mmseg.py latency [--threads 2 --repeats 10]
+
+parity, per model: our Segmentor with trained-like weights (model/seg/synthetic.py: BN statistics from the three
+sample photos, logits spreading a few units) is saved as an mmseg checkpoint; the oracle venv (this file again,
+``oracle`` role, run by /work/oracle-venv/bin/python) loads it strictly into mmseg's EncoderDecoder built from the
+authors' config values with the authors' own backbone, and runs mmseg's test path (``predict``: whole inference,
+logits to the input size, then to the original size). Here the same checkpoint is read back by
+``create_segmenter``, exported once as ONE dynamic ONNX graph (at 512x512), and run at every case on PyTorch,
+ONNX Runtime and OpenVINO (f32), 2 threads each. Cases: 512x512; 512x704 with logits back to 512x683 (a 512x683
+image after AlignResize: stage-4 map 16x22); 384x640; a batch of two 384x640. Max |logits - mmseg| and the share
+of pixels whose class agrees with mmseg's.
+
+precision: FP16 and INT8 (calibrated on samples/*.jpg at 512x512) graphs of the same models, judged on the three
+sample photos through the real pipeline (AlignResize, original size out): pixel agreement and mIoU of each map
+scored against the fp32 PyTorch map, and which ops stayed float.
+
+latency: UPerNet-S and FPN-S fp32 dynamic graphs at 512x512, batch 1, ONNX Runtime and OpenVINO, interleaved.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+ORACLE_PY = os.environ.get("CROSSFORMER_ORACLE_PYTHON", "/work/oracle-venv/bin/python")
+MODELS = ["upernet-s", "fpn-s", "upernet-b", "fpn-b", "upernet-pp-s2", "fpn-pp-s2"]
+# (batch, input H, W, original H0, W0)
+CASES = [(1, 512, 512, 512, 512), (1, 512, 704, 512, 683), (1, 384, 640, 384, 640), (2, 384, 640, 384, 640)]
+
+
+def split(name: str) -> tuple[str, str]:
+    head, variant = name.split("-", 1)
+    return head, variant
+
+
+# ----------------------------------------------------------------------------------------------- oracle side
+def oracle(folder: str) -> None:
+    """(oracle venv) mmseg's logits for every case of ``folder``/spec.json, from ``folder``/ckpt.pth."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures", "mm_oracle"))
+    import oracle_seg
+
+    spec = json.load(open(os.path.join(folder, "spec.json")))
+    torch.set_num_threads(spec["threads"])
+    head, variant = split(spec["model"])
+    sd = torch.load(os.path.join(folder, "ckpt.pth"), map_location="cpu", weights_only=True)["state_dict"]
+    cfg = oracle_seg.model_dict(head, variant, spec["num_classes"], aux=False)
+    inputs = torch.load(os.path.join(folder, "inputs.pt"), weights_only=True)
+    for i, (*_, h0, w0) in enumerate(spec["cases"]):
+        model = oracle_seg.build(cfg, sd)  # strict: every key of our checkpoint is mmseg's, and nothing else
+        t0 = time.perf_counter()
+        logits = oracle_seg.predict(model, inputs[i], (h0, w0))
+        np.save(os.path.join(folder, f"oracle_{i}.npy"), logits.numpy())
+        print(f"  oracle {spec['model']} case {i} {tuple(logits.shape)} {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------- our side
+def sample_batch() -> torch.Tensor:
+    """The three sample photos AlignResized (as the pipeline feeds them), cropped to a common size."""
+    from crossformer_deploy.base.images import load_image
+    from crossformer_deploy.base.seg_preprocess import seg_preprocess
+
+    xs = [seg_preprocess(load_image(p))[0] for p in sorted(glob.glob(os.path.join(ROOT, "samples", "*.jpg")))]
+    h, w = min(x.shape[1] for x in xs), min(x.shape[2] for x in xs)
+    return torch.from_numpy(np.stack([x[:, :h, :w] for x in xs]))
+
+
+def trained_like(name: str, seed: int = 0):
+    from crossformer_deploy.model.seg import build_segmenter
+    from crossformer_deploy.model.seg.synthetic import trained_like_segmenter
+
+    head, variant = split(name)
+    model = build_segmenter(variant, head=head, return_logits=True, seed=seed)
+    with torch.no_grad():
+        return trained_like_segmenter(model, seed, sample_batch())
+
+
+def save_mmseg(model, path: str) -> None:
+    torch.save({"meta": {"mmseg_version": "0.29.1", "note": "trained-like random weights (seg_vs_mmseg.py)"},
+                "state_dict": model.state_dict()}, path)
+
+
+def export(model, path: str, **recipe) -> None:
+    from crossformer_deploy.export.onnx_export import save_onnx, to_onnx
+    from crossformer_deploy.export.recipe import Recipe, apply
+    from crossformer_deploy.model.seg.factory import segmenter_info
+
+    proto = to_onnx(model, segmenter_info(model, "trained-like", (512, 512)))
+    if recipe:
+        proto = apply(proto, Recipe(**recipe))
+    save_onnx(proto, path)
+
+
+def parity(args: argparse.Namespace) -> list[dict]:
+    from crossformer_deploy.model.seg import create_segmenter
+    from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
+    from crossformer_deploy.runtime.openvino_runner import OpenVINORunner
+    from crossformer_deploy.runtime.parity import pixel_agreement
+
+    rows = []
+    for name in args.models.split(","):
+        with tempfile.TemporaryDirectory(prefix="seg-vs-mmseg-") as d:
+            t0 = time.perf_counter()
+            save_mmseg(trained_like(name), os.path.join(d, "ckpt.pth"))
+            g = torch.Generator().manual_seed(7)
+            inputs = [torch.randn(b, 3, h, w, generator=g) for b, h, w, _, _ in CASES]
+            torch.save(inputs, os.path.join(d, "inputs.pt"))
+            json.dump({"model": name, "cases": CASES, "num_classes": 150, "threads": args.threads},
+                      open(os.path.join(d, "spec.json"), "w"))
+            env = {**os.environ, "PYTHONPATH": ""}
+            subprocess.run([ORACLE_PY, os.path.abspath(__file__), "oracle", "--dir", d], check=True, env=env)
+            model = create_segmenter(None, os.path.join(d, "ckpt.pth"), return_logits=True)  # strict read back
+            onnx_path = os.path.join(d, "model.onnx")
+            t1 = time.perf_counter()
+            export(model, onnx_path)
+            t_export = time.perf_counter() - t1
+            engines = {"pytorch": None, "onnxruntime": OnnxRuntimeRunner(onnx_path, threads=args.threads),
+                       "openvino": OpenVINORunner(onnx_path, threads=args.threads)}
+            for i, (b, h, w, h0, w0) in enumerate(CASES):
+                ref = np.load(os.path.join(d, f"oracle_{i}.npy"))
+                ref_map = ref.argmax(1)
+                row = {"model": name, "label": model.seg_cfg.label, "input": f"{b}x{h}x{w}", "output": f"{h0}x{w0}"}
+                for engine, runner in engines.items():
+                    if runner is None:
+                        with torch.no_grad():
+                            cm, lg = (t.numpy() for t in model(inputs[i], torch.tensor([h0, w0])))
+                    else:
+                        out = runner.run({"image": inputs[i].numpy(), "output_size": np.array([h0, w0])})
+                        cm, lg = out["class_map"], out["logits"]
+                    row[f"{engine}_max_abs"] = float(np.abs(lg - ref).max())
+                    row[f"{engine}_pixels"] = pixel_agreement(ref_map, cm)
+                row["logit_range"] = [float(ref.min()), float(ref.max())]
+                rows.append(row)
+                print(f"{name:>14} {row['input']:>10} -> {row['output']:>8}: " + "  ".join(
+                    f"{e} {row[e + '_max_abs']:.2e} / {row[e + '_pixels']:.6%}" for e in engines), flush=True)
+            for r in engines.values():
+                if r is not None:
+                    r.close()
+            print(f"  {name}: export {t_export:.0f} s, all {time.perf_counter() - t0:.0f} s", flush=True)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- precision
+def float_ops(proto_path: str) -> dict:
+    """INT8: the quantizable nodes left float, by reason; FP16: the op types kept in fp32."""
+    import onnx
+
+    proto = onnx.load(proto_path)
+    if not any(n.op_type == "QuantizeLinear" for n in proto.graph.node):
+        cast_up = collections.Counter(n.op_type for n in proto.graph.node
+                                      if any(i.endswith("_cast_fp32") for i in n.input))
+        return {"fp32 ops (inputs cast up)": dict(cast_up)}
+    producer = {o: n.op_type for n in proto.graph.node for o in n.output}
+    compute = [n for n in proto.graph.node if n.op_type in ("MatMul", "Conv", "Gemm")]
+    quantized = {n.name for n in compute if any(producer.get(i) == "DequantizeLinear" for i in n.input)}
+    reasons = collections.Counter()
+    for n in compute:
+        if n.name in quantized:
+            continue
+        reasons["DPB MLP (/attn/pos/)" if "/attn/pos/" in n.name else "conv_seg" if "/conv_seg/" in n.name
+                else "PPM pooling matrices" if "psp_modules" in n.name and n.op_type == "MatMul"
+                else "cooling conv (/ex_conv/)" if "/ex_conv/" in n.name
+                else "attention P x V (wide groups)" if n.op_type == "MatMul" and "/attn/" in n.name
+                else f"other {n.op_type} ({n.name})"] += 1
+    return {"quantized": len(quantized), "float": dict(reasons)}
+
+
+def precision(args: argparse.Namespace) -> list[dict]:
+    from crossformer_deploy.base.images import list_images, load_image
+    from crossformer_deploy.base.seg_preprocess import seg_preprocess
+    from crossformer_deploy.export.recipe import Int8Options
+    from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
+    from crossformer_deploy.runtime.openvino_runner import OpenVINORunner
+    from crossformer_deploy.runtime.parity import miou_agreement, pixel_agreement
+
+    photos = [seg_preprocess(load_image(p)) for p in list_images([os.path.join(ROOT, "samples")])]
+    rows = []
+    for name in args.models.split(","):
+        model = trained_like(name)
+        refs = []
+        for x, ori in photos:
+            with torch.no_grad():
+                refs.append(model(torch.from_numpy(x[None]), torch.tensor(ori))[0][0].numpy())
+        with tempfile.TemporaryDirectory(prefix="seg-precision-") as d:
+            graphs = {"fp16": dict(precision="fp16"),
+                      "int8": dict(precision="int8", int8=Int8Options(os.path.join(ROOT, "samples"), count=3,
+                                                                     size=(512, 512), progress=False,
+                                                                     cache_path=os.path.join(d, "calib.json")))}
+            for prec, recipe in graphs.items():
+                path = os.path.join(d, f"{prec}.onnx")
+                export(model, path, **recipe)
+                for engine, runner in (("onnxruntime", OnnxRuntimeRunner(path, threads=args.threads)),
+                                       ("openvino", OpenVINORunner(path, threads=args.threads))):
+                    agree, miou, pixels = [], [], 0
+                    with runner:
+                        for (x, ori), ref in zip(photos, refs):
+                            cm = runner.run({"image": x[None], "output_size": np.array(ori)})["class_map"][0]
+                            agree.append(pixel_agreement(ref, cm) * ref.size)
+                            miou.append(miou_agreement(ref, cm, model.num_classes))
+                            pixels += ref.size
+                    row = {"model": name, "precision": prec, "engine": engine, "pixels": sum(agree) / pixels,
+                           "miou": float(np.mean(miou)), "images": len(photos), **float_ops(path)}
+                    rows.append(row)
+                    print(f"{name:>10} {prec} {engine:>11}: pixel agreement {row['pixels']:.4%}, "
+                          f"mIoU vs fp32 {row['miou']:.4f}; {row.get('float', row.get('fp32 ops (inputs cast up)'))}",
+                          flush=True)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- latency
+def latency(args: argparse.Namespace) -> list[dict]:
+    from crossformer_deploy.bench.machine import CPU_FLAGS, cpu_model_and_flags
+    from crossformer_deploy.bench.timing import interleaved
+    from crossformer_deploy.model.seg import build_segmenter
+    from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
+    from crossformer_deploy.runtime.openvino_runner import OpenVINORunner
+
+    cpu, flags = cpu_model_and_flags()
+    print(f"CPU: {cpu}; flags: {', '.join(f for f in CPU_FLAGS if f in flags)}; threads {args.threads}")
+    x = np.random.default_rng(0).standard_normal((1, 3, 512, 512), dtype=np.float32)
+    feeds = {"image": x, "output_size": np.array([512, 512])}
+    runners = {}
+    with tempfile.TemporaryDirectory(prefix="seg-latency-") as d:
+        for name in ("upernet-s", "fpn-s"):
+            head, variant = split(name)
+            path = os.path.join(d, f"{name}.onnx")
+            export(build_segmenter(variant, head=head), path)  # random weights: latency does not depend on them
+            runners[f"{name} onnxruntime"] = OnnxRuntimeRunner(path, threads=args.threads).load()
+            runners[f"{name} openvino"] = OpenVINORunner(path, threads=args.threads).load()
+        times = interleaved({k: (lambda r=r: r.run(feeds)) for k, r in runners.items()}, repeats=args.repeats,
+                            warmup=2, pause=0.5)
+    rows = [{"graph": k, "median_ms": t.median_ms, "p90_ms": t.p90_ms, "runs": t.runs, "cpu": cpu,
+             "flags": sorted(f for f in CPU_FLAGS if f in flags), "threads": args.threads} for k, t in times.items()]
+    for r in rows:
+        print(f"{r['graph']:>24}: {r['median_ms']:8.1f} ms (p90 {r['p90_ms']:.1f})")
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("role", choices=["parity", "precision", "latency", "oracle"])
+    ap.add_argument("--models", default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--dir", help="(oracle role) the folder our side prepared")
+    ap.add_argument("--json", help="write the rows here")
+    args = ap.parse_args()
+    if args.role == "oracle":
+        return oracle(args.dir)
+    torch.set_num_threads(args.threads)
+    args.models = args.models or (",".join(MODELS) if args.role == "parity" else "upernet-s,fpn-s")
+    rows = {"parity": parity, "precision": precision, "latency": latency}[args.role](args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
