@@ -21,7 +21,7 @@ import torch
 
 from crossformer_deploy.base.errors import CheckpointError, first_line
 from crossformer_deploy.model import safe_pickle
-from crossformer_deploy.model.config import PP_GROUPING, TINIES, VARIANTS, CrossFormerConfig
+from crossformer_deploy.model.config import PP_GROUPING, TINIES, VARIANTS, CrossFormerConfig, get_config
 
 DERIVED = ("attn.biases", "attn.relative_position_index", "attn_mask")
 HEAD_KEYS = ("norm.weight", "norm.bias", "head.weight", "head.bias")
@@ -128,12 +128,29 @@ def describe(cfg: CrossFormerConfig) -> str:
             f"heads {','.join(map(str, cfg.num_heads))})")
 
 
+def asked_variant(found: CrossFormerConfig, variant: str | None, where: str) -> CrossFormerConfig:
+    """The config to build: ``variant``'s when given (refused if its tensors are not the checkpoint's), else the
+    one read off the checkpoint."""
+    if variant is None:
+        return found
+    asked = get_config(variant)
+    if not asked.same_tensors(found):
+        raise CheckpointError(f"{where} holds {describe(found)}, not {describe(asked)}")
+    return asked
+
+
 def load_weights(model: torch.nn.Module, sd: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
     """Strict load: every parameter present with its shape, nothing unknown (head keys may be
     surplus for a backbone). Raises CheckpointError naming the first few mismatches."""
-    own = model.state_dict()
     if getattr(model, "mode", "classifier") == "backbone":
         sd = {k: v for k, v in sd.items() if k not in HEAD_KEYS}
+    load_strict(model, sd, where)
+
+
+def load_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
+    """``sd`` into ``model``: every tensor present with its shape and nothing unknown, else one CheckpointError
+    naming the first few missing, unexpected and misshapen keys (the classifier's and the segmenter's rule)."""
+    own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
@@ -147,4 +164,4 @@ def load_weights(model: torch.nn.Module, sd: dict[str, torch.Tensor], where: str
         problems.append(f"{len(shapes)} with other shapes (e.g. {'; '.join(shapes[:2])})")
     if problems:
         raise CheckpointError(f"{where} does not fit the model: " + "; ".join(problems))
-    model.load_state_dict(sd, strict=False)
+    model.load_state_dict(sd, strict=True)

@@ -7,7 +7,13 @@ import torch
 
 from crossformer_deploy.base.errors import CheckpointError
 from crossformer_deploy.base.fileio import sha256_file
-from crossformer_deploy.model.checkpoint import checkpoint_file, describe, infer_config, load_weights, read_state_dict
+from crossformer_deploy.model.checkpoint import (
+    asked_variant,
+    checkpoint_file,
+    infer_config,
+    load_weights,
+    read_state_dict,
+)
 from crossformer_deploy.model.config import CrossFormerConfig, get_config
 from crossformer_deploy.model.crossformer import CrossFormer
 
@@ -29,11 +35,7 @@ def create_model(variant: str | CrossFormerConfig | None = "s", weights: str | o
         return model.eval()
     sd = read_state_dict(weights)
     found, classes = infer_config(sd)
-    if variant is not None:
-        asked = get_config(variant)
-        if not asked.same_tensors(found):
-            raise CheckpointError(f"{os.fspath(weights)} holds {describe(found)}, not {describe(asked)}")
-        found = asked
+    found = asked_variant(found, variant, os.fspath(weights))
     if mode == "classifier":
         if classes is None:
             raise CheckpointError(f"{os.fspath(weights)} is a backbone checkpoint (no classifier head); "

@@ -14,8 +14,15 @@ from dataclasses import replace
 import torch
 
 from crossformer_deploy.base.errors import CheckpointError
-from crossformer_deploy.model.checkpoint import DERIVED, checkpoint_file, describe, infer_config, read_checkpoint
-from crossformer_deploy.model.config import CrossFormerConfig, get_config
+from crossformer_deploy.model.checkpoint import (
+    DERIVED,
+    asked_variant,
+    checkpoint_file,
+    infer_config,
+    load_strict,
+    read_checkpoint,
+)
+from crossformer_deploy.model.config import CrossFormerConfig
 from crossformer_deploy.model.seg.config import HEAD_LABELS, PPM_SCALES, SegConfig, released_backbone
 
 HEAD_MARKS = {"upernet": "decode_head.psp_modules.", "fpn": "decode_head.scale_heads."}
@@ -78,11 +85,7 @@ def infer_seg_config(sd: dict[str, torch.Tensor], head: str | None = None, varia
     if not backbone_sd:
         raise CheckpointError(f"{where} has no backbone.* tensors")
     backbone, _ = infer_config(backbone_sd)
-    if variant is not None:
-        asked = get_config(variant)
-        if not asked.same_tensors(backbone):
-            raise CheckpointError(f"{where} holds {describe(backbone)}, not {describe(asked)}")
-        backbone = asked
+    backbone = asked_variant(backbone, variant, where)
     backbone = with_grouping(released_backbone(backbone, found_head), grouping)
     try:
         classes, channels = sd["decode_head.conv_seg.weight"].shape[:2]
@@ -113,18 +116,4 @@ def with_grouping(cfg: CrossFormerConfig,
 def load_seg_weights(model: torch.nn.Module, sd: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
     """Strict load (every tensor present with its shape, nothing unknown); CheckpointError naming the first
     few mismatches."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in sd and sd[k].shape != own[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-    if shapes:
-        problems.append(f"{len(shapes)} with other shapes (e.g. {'; '.join(shapes[:2])})")
-    if problems:
-        raise CheckpointError(f"{where} does not fit the model: " + "; ".join(problems))
-    model.load_state_dict(sd, strict=True)
+    load_strict(model, sd, where)

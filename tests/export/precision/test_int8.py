@@ -191,6 +191,7 @@ def test_int8_scheme_follows_the_target(monkeypatch):
     seen = []
     monkeypatch.setattr(recipe_mod, "quantize_int8", lambda *a, **k: seen.append(k["scheme"]))
     monkeypatch.setattr(recipe_mod, "run_pipeline", lambda proto, *a, **k: proto)
+    monkeypatch.setattr(recipe_mod, "transpose_after_dq", lambda proto: proto)
     for target, flag, want in (("plain", "auto", "reduced-range"), ("onnxruntime", "auto", "reduced-range"),
                                ("openvino", "auto", "reduced-range"), ("tensorrt", "auto", "symmetric"),
                                ("onnxruntime", "symmetric", "symmetric"), ("tensorrt", "reduced-range",
