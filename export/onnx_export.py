@@ -27,10 +27,10 @@ import torch
 from crossformer_deploy import __version__
 from crossformer_deploy.base.errors import ModelFileError, UsageError
 from crossformer_deploy.base.fileio import atomic_path, check_output_path
-from crossformer_deploy.base.model_info import ModelInfo
-from crossformer_deploy.model.crossformer import CrossFormer, fixed_size_tracing
-from crossformer_deploy.model.seg.segmentor import MODE as SEGMENTER
+from crossformer_deploy.base.model_info import SEGMENTER, ModelInfo
+from crossformer_deploy.model.crossformer import CrossFormer
 from crossformer_deploy.model.seg.segmentor import Segmentor
+from crossformer_deploy.model.tracing import fixed_size_tracing
 
 DEFAULT_OPSET = 17
 SEG_INPUTS = ["image", "output_size"]

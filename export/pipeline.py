@@ -29,8 +29,7 @@ TARGETS = ("plain", "onnxruntime", "openvino", "tensorrt")
 Pass = Callable[[gs.Graph], gs.Graph]
 
 
-def passes(target: str, cfg: CrossFormerConfig, max_size: tuple[int, int] | None,
-           static: bool = False) -> list[tuple[str, Pass]]:
+def passes(target: str, cfg: CrossFormerConfig, max_size: tuple[int, int] | None) -> list[tuple[str, Pass]]:
     fold = [("fold_dpb", lambda g: fold_dpb(g, cfg, max_size))] if max_size else []
     if target == "plain":
         return []
@@ -64,7 +63,7 @@ def run_pipeline(proto: onnx.ModelProto, target: str, max_size: tuple[int, int] 
     graph = gs.import_onnx(proto)
     if explain:
         explain(f"{'exported':>24}: {len(graph.nodes):5d} nodes")
-    for name, fn in passes(target, cfg, max_size, static=not info.dynamic):
+    for name, fn in passes(target, cfg, max_size):
         before = op_counts(graph)
         graph = fn(graph)
         if explain:

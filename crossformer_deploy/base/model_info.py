@@ -9,6 +9,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_RATIO = 0.875
 CENTER_CROP = "center-crop"  # ImageNet evaluation: shorter side to size / crop_ratio, center crop
 ALIGN_RESIZE = "align-resize"  # the authors' segmentation test pipeline (base/seg_preprocess.py)
+SEGMENTER = "segmenter"  # ModelInfo.mode of a whole segmenter (model/seg)
 SEG_SCALE = (2048, 512)  # AlignResize's bound (long side, short side): ADE20K's img_scale
 
 

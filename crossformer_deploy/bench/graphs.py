@@ -30,7 +30,7 @@ from crossformer_deploy.export.recipe import Int8Options, Recipe, apply
 
 NNCF_MISSING = "NNCF is not installed (pip install nncf): OpenVINO's own INT8 needs it"
 CALIB_COUNT = 64  # images drawn from the calibration folder, for our INT8 and NNCF alike
-EXPORTS = ("dynamic", "static", "static-anybatch")
+EXPORTS = ("dynamic", "static", "static-anybatch", "peer")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,6 @@ GRAPHS: dict[str, GraphSpec] = {
     "nncf-target-openvino": GraphSpec("static-anybatch", "openvino", quantizer="nncf-head-float",
                                       of="target-openvino-anybatch"),
 }
-EXPORTS = ("dynamic", "static", "static-anybatch", "peer")
 
 
 def export_args(spec: GraphSpec, size: str, batch: int) -> str:

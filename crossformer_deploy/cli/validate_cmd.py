@@ -12,7 +12,7 @@ import numpy as np
 from crossformer_deploy.base.errors import UsageError
 from crossformer_deploy.base.images import list_images, load_batch, load_image
 from crossformer_deploy.base.model_file import is_engine
-from crossformer_deploy.base.model_info import SEG_SCALE, ModelInfo
+from crossformer_deploy.base.model_info import SEG_SCALE, SEGMENTER, ModelInfo
 from crossformer_deploy.base.seg_preprocess import seg_preprocess
 from crossformer_deploy.base.sizes import parse_size
 from crossformer_deploy.cli.common import classifier_from_args, parse_list, positive_int, run_main
@@ -26,7 +26,7 @@ from crossformer_deploy.model.seg.factory import segmenter_from_label
 from crossformer_deploy.runtime.classify import fill_batch
 from crossformer_deploy.runtime.parity import SEG_AGREEMENT, TOLERANCES, compare, miou_agreement, pixel_agreement
 from crossformer_deploy.runtime.runner import Runner
-from crossformer_deploy.runtime.segment import SEGMENTER, run_segmenter
+from crossformer_deploy.runtime.segment import run_segmenter
 from crossformer_deploy.runtime.torch_cuda_runner import TorchCudaRunner
 from crossformer_deploy.runtime.torch_runner import TorchRunner
 

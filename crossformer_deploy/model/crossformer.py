@@ -17,7 +17,6 @@ from crossformer_deploy.model.attention import Attention
 from crossformer_deploy.model.config import CrossFormerConfig, Family
 from crossformer_deploy.model.embedding import PatchEmbed, PatchMerging, to_map
 from crossformer_deploy.model.grouping import Size, group_layout
-from crossformer_deploy.model.tracing import fixed_size_tracing, spatial_size  # noqa: F401  (re-exported)
 
 
 class Mlp(nn.Module):
@@ -107,7 +106,8 @@ class CrossFormer(nn.Module):
         feats = []
         for layer in self.layers:
             feat, (x_next, h_next, w_next) = layer(x, h, w)
-            feats.append(to_map(feat, h, w))
+            if self.mode == "backbone":  # a classifier reads only the last stage's tokens: no maps to build
+                feats.append(to_map(feat, h, w))
             x, h, w = x_next, h_next, w_next
         if self.mode == "backbone":
             return tuple(feats)

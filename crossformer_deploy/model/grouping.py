@@ -158,9 +158,8 @@ def group_by_reshape(x: Tensor, lay: GroupLayout) -> Tensor:
     as keys and dropped as queries.
     """
     B, C = x.shape[0], x.shape[-1]
-    hp, wp = lay.nh * lay.gh, lay.nw * lay.gw
-    if (hp, wp) != (lay.H, lay.W):
-        x = torch.nn.functional.pad(x, (0, 0, 0, wp - lay.W, 0, hp - lay.H))
+    if has_padding(lay):
+        x = torch.nn.functional.pad(x, (0, 0, 0, lay.nw * lay.gw - lay.W, 0, lay.nh * lay.gh - lay.H))
     shape, perm = _regroup(lay)
     return x.reshape(B, *shape, C).permute(0, *perm, len(shape) + 1).reshape(B, lay.nh * lay.nw, lay.gh * lay.gw, C)
 
@@ -182,7 +181,7 @@ def ungroup_by_reshape(x: Tensor, lay: GroupLayout) -> Tensor:
     inverse = [perm.index(i) + 1 for i in range(1, len(shape) + 1)]
     x = x.reshape(B, *grouped, C).permute(0, *inverse, len(shape) + 1)
     x = x.reshape(B, lay.nh * lay.gh, lay.nw * lay.gw, C)
-    return x[:, :lay.H, :lay.W] if (lay.nh * lay.gh, lay.nw * lay.gw) != (lay.H, lay.W) else x
+    return x[:, :lay.H, :lay.W] if has_padding(lay) else x
 
 
 def group(x: Tensor, index: Tensor) -> Tensor:

@@ -9,7 +9,7 @@ import numpy as np
 from crossformer_deploy.base.errors import ImageError, UsageError
 from crossformer_deploy.base.images import load_image, preprocess
 from crossformer_deploy.base.labels import class_names
-from crossformer_deploy.base.model_info import ModelInfo
+from crossformer_deploy.base.model_info import SEGMENTER, ModelInfo
 from crossformer_deploy.runtime.runner import Runner
 
 
@@ -45,7 +45,7 @@ def classify(runner: Runner, info: ModelInfo, paths: Sequence[str], size: tuple[
              on_error: Callable[[ImageError], None] | None = None) -> list[Prediction]:
     """Top-k labels per image, in input order. An image that cannot be loaded raises ImageError, or, with
     ``on_error``, is handed to it and left out (the batches stay full with the images that load)."""
-    if info.mode == "segmenter":
+    if info.mode == SEGMENTER:
         raise UsageError("this model is a segmenter (per-pixel classes): run crossformer-infer with --task seg")
     if info.mode != "classifier":
         raise UsageError("this model is a backbone (feature maps, no labels); crossformer-infer needs a classifier")

@@ -8,12 +8,10 @@ import numpy as np
 
 from crossformer_deploy.base.errors import ImageError, UsageError
 from crossformer_deploy.base.images import load_image
-from crossformer_deploy.base.model_info import SEG_SCALE, ModelInfo
+from crossformer_deploy.base.model_info import SEG_SCALE, SEGMENTER, ModelInfo
 from crossformer_deploy.base.seg_preprocess import seg_preprocess
 from crossformer_deploy.runtime.classify import fill_batch
 from crossformer_deploy.runtime.runner import Runner
-
-SEGMENTER = "segmenter"
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from crossformer_deploy.base.model_info import SEGMENTER
 from crossformer_deploy.model.crossformer import CrossFormer
-from crossformer_deploy.model.seg.segmentor import MODE as SEGMENTER
 from crossformer_deploy.model.seg.segmentor import Segmentor
 from crossformer_deploy.runtime.runner import Runner, TensorSpec
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from crossformer_deploy.base.errors import ModelFileError, UsageError
 from crossformer_deploy.base.model_file import ENGINE_EXTS, is_engine
-from crossformer_deploy.base.model_info import ModelInfo
+from crossformer_deploy.base.model_info import SEGMENTER, ModelInfo
 from crossformer_deploy.engines.open_model import read_model_info
 from crossformer_deploy.engines.tensorrt.sidecar import read_sidecar, sidecar_path
 from crossformer_deploy.engines.triton.config import (
@@ -104,7 +104,7 @@ def _check_args(name: str, max_batch: int, instances: int, topk: int) -> None:
 def main_model(model_path: str, name: str, info: ModelInfo, kind: str, max_batch: int, instances: int,
                execution_env: str | None = None) -> ModelDir:
     """The model itself, in the layout of ``kind``."""
-    if info.mode == "segmenter" and kind != "onnx":
+    if info.mode == SEGMENTER and kind != "onnx":
         # the python stub and plan_io know one input (image); a segmenter also takes output_size
         raise UsageError(f"a segmenter is served through --backend onnxruntime only (image and output_size in, "
                          f"class_map out); --backend {'tensorrt' if kind == 'plan' else kind} is not built for it yet")
@@ -114,7 +114,7 @@ def main_model(model_path: str, name: str, info: ModelInfo, kind: str, max_batch
     source = f"from {os.path.basename(model_path)} ({_describe(info)})"
     if kind == "onnx":
         batch = max_batch if io_.dynamic_batch else 0
-        comment = [f"ONNX Runtime backend, {source}.", *(_segmenter_note() if info.mode == "segmenter" else
+        comment = [f"ONNX Runtime backend, {source}.", *(_segmenter_note() if info.mode == SEGMENTER else
                                                            _fixed_batch_note(info, io_.dynamic_batch))]
         config = model_config(name, 'platform: "onnxruntime_onnx"', batch, *io_.for_config(batch > 0), "KIND_CPU",
                               instances, comment)
@@ -151,7 +151,7 @@ def pipeline_models(model: ModelDir, info: ModelInfo, instances: int, topk: int,
     """``<name>_preprocess`` -> ``<name>`` -> ``<name>_postprocess``, and ``<name>_ensemble`` wiring them."""
     if info.mode != "classifier":
         what = ("a segmenter: its repository takes the AlignResized image and output_size, docs/segmentation.md"
-                if info.mode == "segmenter" else "a backbone: feature maps, no labels")
+                if info.mode == SEGMENTER else "a backbone: feature maps, no labels")
         raise UsageError(f"--with-preprocess needs a classifier (this model is {what})")
     if model.max_batch == 0:
         raise UsageError(f"--with-preprocess needs a dynamic-batch model, this one takes batch {info.batch} only; "

@@ -6,7 +6,7 @@ import os
 import torch
 
 from crossformer_deploy.base.errors import CheckpointError
-from crossformer_deploy.base.model_info import ALIGN_RESIZE, SEG_SCALE, ModelInfo
+from crossformer_deploy.base.model_info import ALIGN_RESIZE, SEG_SCALE, SEGMENTER, ModelInfo
 from crossformer_deploy.model.config import get_config
 from crossformer_deploy.model.factory import weights_label
 from crossformer_deploy.model.seg.checkpoint import (
@@ -16,7 +16,7 @@ from crossformer_deploy.model.seg.checkpoint import (
     with_grouping,
 )
 from crossformer_deploy.model.seg.config import ADE20K_CLASSES, SegConfig, released_backbone
-from crossformer_deploy.model.seg.segmentor import MODE, Segmentor
+from crossformer_deploy.model.seg.segmentor import Segmentor
 
 Grouping = tuple[tuple[int, ...], tuple[int, ...]]
 
@@ -79,7 +79,7 @@ def segmenter_info(model: Segmentor, weights: str, input_size: tuple[int, int] =
     """What an export of ``model`` says about itself: mode "segmenter", its head, the AlignResize rule (no crop),
     its SegConfig (``extra["segmenter"]``) so that validation can rebuild it."""
     cfg = model.seg_cfg
-    return ModelInfo(variant=variant or cfg.backbone.name, mode=MODE, num_classes=cfg.num_classes, weights=weights,
+    return ModelInfo(variant=variant or cfg.backbone.name, mode=SEGMENTER, num_classes=cfg.num_classes, weights=weights,
                      input_size=tuple(input_size), dynamic=dynamic, batch=batch, stride=cfg.backbone.stride,
                      crop_ratio=1.0, resize=ALIGN_RESIZE, scale=SEG_SCALE, head=cfg.head,
                      extra={"segmenter": cfg.to_json()})

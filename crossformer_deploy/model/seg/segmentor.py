@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from crossformer_deploy.base.errors import InputSizeError
+from crossformer_deploy.base.model_info import SEGMENTER
 from crossformer_deploy.model.crossformer import CrossFormer
 from crossformer_deploy.model.grouping import Size
 from crossformer_deploy.model.seg.config import SegConfig
@@ -20,8 +21,6 @@ from crossformer_deploy.model.seg.fpn_head import FPNHead
 from crossformer_deploy.model.seg.resize import resize, resize_bilinear_exact
 from crossformer_deploy.model.seg.uper_head import UPerHead
 from crossformer_deploy.model.tracing import spatial_size
-
-MODE = "segmenter"
 
 
 class Segmentor(nn.Module):
@@ -33,7 +32,7 @@ class Segmentor(nn.Module):
     backbone's config (what an export records as ``architecture``), ``seg_cfg`` the whole one.
     """
 
-    mode = MODE
+    mode = SEGMENTER
 
     def __init__(self, seg_cfg: SegConfig, return_logits: bool = False):
         super().__init__()
