@@ -14,8 +14,8 @@ Needs PyTorch with CUDA, Triton and CuPy; not TensorRT, not ONNX Runtime, not an
   4. model:   CrossFormer-S (perturbed random weights), torch-cuda fp16 vs eager fp32 on CUDA: cosine, top-1
               agreement, batch-1 latency with CUDA graphs, batch-64 throughput;
   5. model_pp: the same for CrossFormer++-S (fp16 accuracy held to the same bars; latency reported);
-  6. peers:   our path vs fp16 eager, eager + CUDA graphs and torch.compile(max-autotune), and our fused model
-              compiled the same way; S and CrossFormer++-S, batch 1, 64, 8, 256 (gpu_peers.py).
+  6. peers:   our path vs fp16 eager, eager + CUDA graphs and torch.compile (reduce-overhead, max-autotune), and
+              our fused model compiled the same ways; S and CrossFormer++-S, batch 1, 64, 8, 256 (gpu_peers.py).
 """
 from __future__ import annotations
 
@@ -219,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", default=",".join(f"{v}:{b}" for v, b in gp.ORDER),
                     help="the peers section's model:batch list, in order (default: %(default)s). One max-autotune "
                          "compile of S took over 7 minutes on an H200: give a call of its own to s:1,s:64")
+    ap.add_argument("--peers-paths", default=",".join(gp.PATHS),
+                    help="the peers section's paths (default: %(default)s); the max-autotune ones run last")
     args = ap.parse_args(argv)
     gc.bootstrap()
     import torch
@@ -232,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.allow_tf32 = False
     props = torch.cuda.get_device_properties(0)
     machine = {"gpu": props.name, "capability": f"{props.major}.{props.minor}", "torch": torch.__version__,
-               "cuda": torch.version.cuda, "triton": triton.__version__, "python": platform.python_version()}
+               "cuda": torch.version.cuda, "triton": triton.__version__, "python": platform.python_version(),
+               "env": {k: v for k, v in os.environ.items() if k.startswith(("TORCHINDUCTOR_", "TRITON_"))}}
     report = {"machine": machine,
               "command": "python benchmarks/gpu_check.py " + " ".join(argv or sys.argv[1:]), "sections": {}}
     os.makedirs(args.out, exist_ok=True)
@@ -249,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                 report["sections"]["peers"] = {}
                 result = gp.bench_peers(torch, report["sections"]["peers"], save, budget_s=args.peers_budget,
                                         order=tuple((v, int(b)) for v, _, b in
-                                                    (p.partition(":") for p in args.peers.split(","))))
+                                                    (p.partition(":") for p in args.peers.split(","))),
+                                        paths=tuple(p.strip() for p in args.peers_paths.split(",") if p.strip()))
             else:
                 result = SECTIONS[name](torch)
             report["sections"][name] = result if isinstance(result, dict) else {"rows": result}

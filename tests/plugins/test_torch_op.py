@@ -71,7 +71,8 @@ def test_fused_model_compiles_to_one_graph(interpreted):
 
 def test_peers_plumbing(interpreted):
     rows = {r["path"]: r for r in interpreted["peers"]}
-    assert list(rows) == ["eager", "eager_graphs", "compile_ma", "ours", "ours_compiled"]
+    assert list(rows) == ["eager", "eager_graphs", "ours", "compile_ro", "ours_compiled_ro", "compile_ma",
+                          "ours_compiled_ma"]
     for name, r in rows.items():
         assert "error" not in r, (name, r)
         assert r["cosine_min"] > 0.9999 and r["top1"] == 1.0, (name, r)
@@ -85,10 +86,22 @@ def test_peer_goals():
              "top1": 1.0},
             {"variant": "s", "batch": 1, "path": "ours", "ms": 1.0, "img_s": 1000.0, "cosine_min": 0.9999,
              "top1": 1.0},
-            {"variant": "s", "batch": 1, "path": "ours_compiled", "ms": 0.45, "img_s": 2222.0,
-             "cosine_min": 0.9990, "top1": 1.0}]
+            {"variant": "s", "batch": 1, "path": "ours_compiled_ma", "ms": 0.45, "img_s": 2222.0,
+             "cosine_min": 0.9990, "top1": 1.0},
+            {"variant": "s", "batch": 1, "path": "compile_ro", "ms": 0.5, "img_s": 2000.0, "cosine_min": 1.0,
+             "top1": 1.0}]
     g = gp.goals(rows)
     assert g["s_b1_vs_compile"][0] == pytest.approx(2.0) and g["s_b1_vs_compile"][2]
-    assert g["s_b1_ms"][2] and not g["s_b1_ours_compiled_cosine"][2] and g["s_b1_ours_cosine"][2]
+    assert g["s_b1_vs_compile_ro"][0] == pytest.approx(0.5 / 0.45) and not g["s_b1_vs_compile_ro"][2]
+    assert g["s_b1_ms"][2] and not g["s_b1_ours_compiled_ma_cosine"][2] and g["s_b1_ours_cosine"][2]
     lines = gp.format_rows({"rows": [*rows, {"variant": "s", "batch": 64, "path": "compile_ma", "skipped": "budget"}]})
     assert lines[-1].split() == ["s", "64", "compile_ma", "budget"], lines
+
+
+def test_peer_plan_runs_the_slow_compiles_last():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import gpu_peers as gp
+
+    got = gp.plan((("s", 1), ("s", 64)), paths=("compile_ma", "ours", "compile_ro"))
+    assert got == [("s", 1, "ours"), ("s", 1, "compile_ro"), ("s", 64, "ours"), ("s", 64, "compile_ro"),
+                   ("s", 1, "compile_ma"), ("s", 64, "compile_ma")]
