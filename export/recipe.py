@@ -20,6 +20,7 @@ from crossformer_deploy.export.passes.transpose_after_dq import transpose_after_
 from crossformer_deploy.export.pipeline import TARGETS, run_pipeline
 from crossformer_deploy.export.precision.fp16 import to_fp16
 from crossformer_deploy.export.precision.int8 import quantize_int8
+from crossformer_deploy.export.precision.placement import ALL, placement
 from crossformer_deploy.export.precision.schemes import check_scheme, scheme_for_target
 from crossformer_deploy.model.attention import spatial_qkv
 from crossformer_deploy.model.crossformer import CrossFormer
@@ -40,6 +41,7 @@ class Int8Options:
     quantize_head: bool = False
     scheme: str | None = None  # None: the target's (symmetric for TensorRT, reduced-range for CPUs)
     progress: bool = True
+    placement: str = ALL  # which layers are int8 (placement.py)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class Recipe:
             raise UsageError("fp16 inputs/outputs need the fp16 precision")
         if self.int8 is not None and self.int8.scheme is not None:
             check_scheme(self.int8.scheme)
+        if self.int8 is not None:
+            placement(self.int8.placement)
 
     @property
     def int8_scheme(self) -> str:
@@ -88,9 +92,11 @@ def apply(proto: onnx.ModelProto, recipe: Recipe, explain: Step | None = None,
     else:
         step("calibrating and quantizing to INT8")
         o = recipe.int8
+        where = placement(o.placement)
         proto = quantize_int8(proto, None, o.calib_dir, count=o.count, method=o.method, size=o.size,
                               cache_path=o.cache_path, quantize_head=o.quantize_head, scheme=recipe.int8_scheme,
-                              progress=o.progress)
+                              progress=o.progress, quantize_attention=where.quantize_attention,
+                              float_stages=where.float_stages)
         if recipe.target == "openvino":  # measured there (benchmarks/README.md); bit-identical anywhere
             proto = transpose_after_dq(proto)
     if recipe.target == "tensorrt":

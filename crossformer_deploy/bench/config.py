@@ -56,6 +56,8 @@ BACKENDS: dict[str, BackendSpec] = {
     "ov-target-bf16": BackendSpec("ov", "bf16", "ours", "target-openvino", "bf16", run=_OV_BF16),
     # Q/DQ layers in int8, the rest in OpenVINO's default precision
     "ov-int8": BackendSpec("ov", "int8", "ours", "int8-openvino", run=_INFER_OV),
+    # stage 1 and the attention matmuls float (bf16 where the CPU has it), the rest int8 (placement.py)
+    "ov-int8-hybrid": BackendSpec("ov", "int8", "ours", "int8-openvino-hybrid", run=_INFER_OV),
     "ov-target-nncf-int8": BackendSpec("ov", "int8", "ours", "nncf-target-openvino", run=_NNCF_OURS),
     "tensorrt": BackendSpec("tensorrt", "fp32", graph="static", run="ONNX Runtime's TensorRT execution provider"),
     "torch-cuda": BackendSpec("torch-cuda", "fp16",

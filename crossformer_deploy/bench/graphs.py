@@ -26,6 +26,7 @@ from crossformer_deploy.base.model_info import ModelInfo
 from crossformer_deploy.bench.official import PeerFactory
 from crossformer_deploy.export.onnx_export import export, save_onnx
 from crossformer_deploy.export.precision.calibration import CalibrationSet
+from crossformer_deploy.export.precision.placement import ALL, BF16_HYBRID
 from crossformer_deploy.export.recipe import Int8Options, Recipe, apply
 
 NNCF_MISSING = "NNCF is not installed (pip install nncf): OpenVINO's own INT8 needs it"
@@ -47,6 +48,7 @@ class GraphSpec:
     precision: str = "fp32"
     quantizer: str | None = None
     of: str | None = None
+    placement: str = ALL  # an INT8 recipe's placement (export/precision/placement.py)
 
 
 GRAPHS: dict[str, GraphSpec] = {
@@ -60,6 +62,7 @@ GRAPHS: dict[str, GraphSpec] = {
     "fp16": GraphSpec("static", "onnxruntime", "fp16"),
     "int8-onnxruntime": GraphSpec("static-anybatch", "onnxruntime", "int8"),
     "int8-openvino": GraphSpec("static-anybatch", "openvino", "int8"),
+    "int8-openvino-hybrid": GraphSpec("static-anybatch", "openvino", "int8", placement=BF16_HYBRID),
     "nncf-peer": GraphSpec("peer", quantizer="nncf", of="peer"),
     "nncf-peer-head-float": GraphSpec("peer", quantizer="nncf-head-float", of="peer"),
     "ort-qdq-peer": GraphSpec("peer", quantizer="ort-qdq", of="peer"),
@@ -81,6 +84,8 @@ def export_args(spec: GraphSpec, size: str, batch: int) -> str:
         args.append("--fp16")
     if spec.precision == "int8":
         args.append("--int8 --calib CALIB_DIR")
+        if spec.placement != ALL:
+            args.append(f"--int8-placement {spec.placement}")
     return " ".join([*args, "-o model.onnx"])
 
 
@@ -133,15 +138,18 @@ class CaseGraphs:
         out = self._path(key)
         save_onnx(proto, out, check=False)  # the passes check their own output; the runtime is the test here
         step = {"fp16": " -> to_fp16", "int8": " -> quantize_int8"}.get(spec.precision, "")
+        step += f" ({spec.placement})" if spec.precision == "int8" and spec.placement != ALL else ""
         return out, f"{desc} -> run_pipeline({spec.target}){step}"
 
     def _recipe(self, spec: GraphSpec) -> Recipe:
         int8 = None
         if spec.precision == "int8":
-            # One range cache per run: the openvino and onnxruntime target graphs are the same graph today,
-            # so the second quantization reuses the first one's calibration.
+            # One range cache per run and placement: the openvino and onnxruntime target graphs are the same graph
+            # today, so the second quantization reuses the first one's calibration (a placement quantizes other
+            # tensors: its own cache, not one overwriting the other's).
+            name = "int8_ranges.json" if spec.placement == ALL else f"int8_ranges_{spec.placement}.json"
             int8 = Int8Options(self.calibration_dir(), count=CALIB_COUNT, size=self.size,
-                               cache_path=os.path.join(self.tmpdir, "int8_ranges.json"), progress=False)
+                               cache_path=os.path.join(self.tmpdir, name), progress=False, placement=spec.placement)
         return Recipe(spec.target, spec.precision, int8=int8)
 
     def _path(self, key: str, ext: str = ".onnx") -> str:

@@ -19,6 +19,7 @@ from crossformer_deploy.engines.tensorrt.profiles import max_size as profiles_ma
 from crossformer_deploy.engines.tensorrt.profiles import parse_profiles
 from crossformer_deploy.export.onnx_export import DEFAULT_OPSET, save_onnx
 from crossformer_deploy.export.pipeline import TARGETS
+from crossformer_deploy.export.precision.placement import ALL, PLACEMENTS
 from crossformer_deploy.export.recipe import Int8Options, Recipe
 from crossformer_deploy.export.recipe import build as recipe_build
 from crossformer_deploy.model.config import VARIANT_CHOICES
@@ -98,6 +99,10 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--int8-scheme", choices=["auto", "reduced-range", "symmetric"], default="auto",
                    help="with --int8: auto (default) = symmetric for --target tensorrt, reduced-range (7-bit "
                    "weights: CPUs without VNNI saturate 8-bit ones) for plain/onnxruntime/openvino")
+    q.add_argument("--int8-placement", choices=list(PLACEMENTS), default=ALL,
+                   help="with --int8: which layers are int8. all (default): every Linear, attention matmul and "
+                   "conv; bf16-hybrid: stage 1 and the attention matmuls stay float, faster with OpenVINO on "
+                   "CPUs that run float in bf16 (AMX, AVX512-BF16); crossformer-bench --recommend measures both")
     q.add_argument("--quantize-head", action="store_true", help="with --int8: quantize the classifier head too")
     e = p.add_argument_group("TensorRT engine")
     e.add_argument("--engine", help="also build a TensorRT engine here (needs TensorRT and a GPU)")
@@ -126,8 +131,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError("--fp16-io needs --fp16")
     if args.int8 and not args.calib:
         raise UsageError("--int8 needs --calib DIR (calibration images)")
-    if (args.calib or args.calib_size or args.int8_scheme != "auto") and not args.int8:
-        raise UsageError("--calib, --calib-size and --int8-scheme are for --int8")
+    if (args.calib or args.calib_size or args.int8_scheme != "auto" or args.int8_placement != ALL) and not args.int8:
+        raise UsageError("--calib, --calib-size, --int8-scheme and --int8-placement are for --int8")
     if args.shapes and not args.engine:
         raise UsageError("--shapes describes an engine: give --engine PATH too")
     if args.engine and args.target != "tensorrt":
@@ -200,7 +205,8 @@ def _recipe(args: argparse.Namespace, max_size: tuple[int, int] | None) -> Recip
         int8 = Int8Options(args.calib, count=args.calib_count, method=args.calib_method,
                            size=parse_size(args.calib_size) if args.calib_size else None, cache_path=args.calib_cache,
                            quantize_head=args.quantize_head,
-                           scheme=None if args.int8_scheme == "auto" else args.int8_scheme)
+                           scheme=None if args.int8_scheme == "auto" else args.int8_scheme,
+                           placement=args.int8_placement)
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
     return Recipe(args.target, precision, fp16_io=args.fp16_io, max_size=max_size, int8=int8)
 

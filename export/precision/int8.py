@@ -68,7 +68,7 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
                   calib_dir: str | os.PathLike, count: int = 512, method: str = "entropy",
                   size: tuple[int, int] | None = None, cache_path: str | os.PathLike | None = None,
                   quantize_head: bool = False, progress: bool = True, quantize_attention: bool = True,
-                  seed: int = 0, scheme: str = PORTABLE) -> onnx.ModelProto:
+                  seed: int = 0, scheme: str = PORTABLE, float_stages: Sequence[int] = ()) -> onnx.ModelProto:
     """Calibrate on ``count`` images of ``calib_dir`` and write the Q/DQ model to ``out_path`` (atomically).
 
     model: an fp32 export (ModelProto or path). size: calibration input size (default the export size;
@@ -76,6 +76,7 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
     the crossformer-deploy cache dir); a file holding another key is recalibrated and overwritten.
     quantize_attention: also quantize the two activation x activation matmuls of every attention.
     scheme: "reduced-range" (7-bit weights, accurate on every x86 CPU) or "symmetric" (TensorRT).
+    float_stages: stages (0-based) whose quantizable layers all stay float (placement.py).
     out_path None: return the model without writing it.
     """
     proto = onnx.load(os.fspath(model)) if not isinstance(model, onnx.ModelProto) else model
@@ -89,7 +90,7 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
         raise UsageError(f"this graph is static at {info.input_size[0]}x{info.input_size[1]}: "
                          f"calibrate at that size, not {size[0]}x{size[1]}")
     images = CalibrationSet.from_folder(calib_dir, info, count, size, seed)
-    exclude = excluded_nodes(proto, quantize_head, quantize_attention, size)
+    exclude = excluded_nodes(proto, quantize_head, quantize_attention, size, float_stages)
     tensors = quantized_inputs(proto, exclude)
     key = cache_key(proto, method, images, tensors)
     cache_path = os.fspath(cache_path) if cache_path is not None else default_cache_path(key)
@@ -100,7 +101,7 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
     q = quantize_with_ranges(proto, ranges, method, exclude, scheme)
     extra = {**info.extra, "int8": {"scheme": scheme, "calibration": method, "images": len(images), "size": list(size),
                                     "cache_key": key, "quantize_head": quantize_head,
-                                    "quantize_attention": quantize_attention,
+                                    "quantize_attention": quantize_attention, "float_stages": list(float_stages),
                                     "float_probability_matmuls": len(wide_group_pv(proto, size))}}
     set_metadata(q, {"precision": "int8", "extra": json.dumps(extra)})
     if out_path is not None:
@@ -109,15 +110,16 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
 
 
 def excluded_nodes(proto: onnx.ModelProto, quantize_head: bool = False, quantize_attention: bool = True,
-                   size: tuple[int, int] | None = None) -> list[str]:
+                   size: tuple[int, int] | None = None, float_stages: Sequence[int] = ()) -> list[str]:
     """Quantizable nodes to leave in float: the DPB MLP, anything not computed from the image, matmuls with a
     matrix computed from sizes (a segmenter's pooling), the head (a segmenter's ``conv_seg``), CrossFormer++'s
-    cooling convs (``ACL_SCOPE``) and the P x V matmuls of wide groups (``wide_group_pv``,
-    judged at ``size``, default the export size)."""
+    cooling convs (``ACL_SCOPE``), the P x V matmuls of wide groups (``wide_group_pv``,
+    judged at ``size``, default the export size) and everything of ``float_stages`` (``/layers.{i}/``)."""
     g = proto.graph
     act = activation_tensors(g)
     weights = {t.name for t in g.initializer}
     wide = wide_group_pv(proto, size)
+    float_scopes = tuple(f"/layers.{i}/" for i in float_stages)
     out = []
     for n in g.node:
         if n.op_type not in QUANTIZED_OPS:
@@ -128,7 +130,7 @@ def excluded_nodes(proto: onnx.ModelProto, quantize_head: bool = False, quantize
         if (DPB_SCOPE in n.name or not any(i in act for i in n.input) or size_matrix
                 or (not quantize_head and (HEAD_SCOPE in n.name or SEG_HEAD_SCOPE in n.name))
                 or (not quantize_attention and attention_matmul)
-                or ACL_SCOPE in n.name or n.name in wide):
+                or ACL_SCOPE in n.name or n.name in wide or n.name.startswith(float_scopes)):
             out.append(n.name)
     return out
 

@@ -60,7 +60,7 @@ def test_bench_int8_peers_and_recommend(tmp_path):
     openvino-target graph is ours; --recommend names the export command of the fastest path."""
     pytest.importorskip("nncf", reason="NNCF is not installed (the openvino extra)")
     out = tmp_path / "bench.json"
-    backends = "ort,ort-qdq-int8,ov-nncf-int8,ov-nncf-int8-head-float,ov-target-nncf-int8,ov-int8"
+    backends = "ort,ort-qdq-int8,ov-nncf-int8,ov-nncf-int8-head-float,ov-target-nncf-int8,ov-int8,ov-int8-hybrid"
     r = cli("bench", "--variant", "tiny", "--sizes", "64", "--repeats", "1", "--warmup", "0", "--block", "1",
             "--pause", "0", "--backends", backends, "--recommend", "--json", str(out))
     assert r.returncode == 0, r.stderr
@@ -76,6 +76,7 @@ def test_bench_int8_peers_and_recommend(tmp_path):
     assert "head float" not in rows["ov-nncf-int8"]["graph"]  # the defaults row is NNCF's defaults
     assert rows["ov-target-nncf-int8"]["graph"].startswith("OpenVINO CPU: plain static Bx3x64x64 -> run_pipeline")
     assert "nncf.quantize(TRANSFORMER, head float)" in rows["ov-target-nncf-int8"]["graph"]
+    assert rows["ov-int8-hybrid"]["status"] == "ok" and "quantize_int8 (bf16-hybrid)" in rows["ov-int8-hybrid"]["graph"]
     assert rep["machine"]["nncf"]
     assert "fastest path within each precision's bar on this machine:" in r.stdout
     assert {rec["precision"] for rec in rep["recommendations"]} <= {"fp32", "int8"}
@@ -204,3 +205,13 @@ def test_infer_and_validate_with_openvino(tiny_onnx, golden_ckpt):
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["passed"] and len(rep["cases"]) == 4 and max(c["max_abs"] for c in rep["cases"]) <= 1e-4
+
+
+def test_export_args_name_the_int8_placement():
+    """--recommend prints the export flags of the winner: the hybrid placement's flag must be among them."""
+    from crossformer_deploy.bench.config import BACKENDS
+    from crossformer_deploy.bench.graphs import GRAPHS, export_args
+
+    hybrid = export_args(GRAPHS[BACKENDS["ov-int8-hybrid"].graph], "224x224", 8)
+    assert "--int8 --calib CALIB_DIR --int8-placement bf16-hybrid" in hybrid and "--target openvino" in hybrid
+    assert "--int8-placement" not in export_args(GRAPHS[BACKENDS["ov-int8"].graph], "224x224", 8)

@@ -201,3 +201,35 @@ def test_int8_scheme_follows_the_target(monkeypatch):
         recipe_mod.apply(None, export_cmd._recipe(args, None))
         assert seen[-1] == want, (target, flag)
     assert "reduced-range" in export_cmd.parser().format_help()
+
+
+# ---------------------------------------------------------------------------------------- INT8 placements
+def test_float_stages_leave_a_stage_float(fp32):
+    """placement.py's float stages: every quantizable layer under /layers.{i}/ float, and nothing else added."""
+    base = set(excluded_nodes(fp32[0]))
+    stage0 = set(excluded_nodes(fp32[0], float_stages=(0,))) - base
+    assert stage0 and all(n.startswith("/layers.0/") for n in stage0)
+    quantizable = {n.name for n in fp32[0].graph.node if n.op_type in QUANTIZED_OPS}
+    assert {n for n in quantizable if n.startswith("/layers.0/")} - base == stage0
+
+
+def test_placement_flag_reaches_the_quantizer(monkeypatch):
+    """crossformer-export --int8-placement: bf16-hybrid = stage 1 float and the attention matmuls float; 'all' is
+    the default; an unknown placement or the flag without --int8 is one clear line."""
+    from crossformer_deploy.base.errors import UsageError
+    from crossformer_deploy.cli import export_cmd
+    from crossformer_deploy.export import recipe as recipe_mod
+    from crossformer_deploy.export.recipe import Int8Options, Recipe
+
+    seen = []
+    monkeypatch.setattr(recipe_mod, "quantize_int8", lambda *a, **k: seen.append(k))
+    monkeypatch.setattr(recipe_mod, "run_pipeline", lambda proto, *a, **k: proto)
+    monkeypatch.setattr(recipe_mod, "transpose_after_dq", lambda proto: proto)
+    for flags, attention, stages in (([], True, ()), (["--int8-placement", "bf16-hybrid"], False, (0,))):
+        args = export_cmd.parser().parse_args(["--int8", "--calib", "d", "--target", "openvino", *flags])
+        recipe_mod.apply(None, export_cmd._recipe(args, None))
+        assert (seen[-1]["quantize_attention"], tuple(seen[-1]["float_stages"])) == (attention, stages), flags
+    with pytest.raises(UsageError, match="unknown INT8 placement"):
+        Recipe("openvino", "int8", int8=Int8Options("d", placement="half"))
+    with pytest.raises(UsageError, match="--int8-placement are for --int8"):
+        export_cmd._check_args(export_cmd.parser().parse_args(["--int8-placement", "bf16-hybrid"]))
