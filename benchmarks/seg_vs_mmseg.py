@@ -81,14 +81,17 @@ def sample_batch() -> torch.Tensor:
     return torch.from_numpy(np.stack([x[:, :h, :w] for x in xs]))
 
 
-def trained_like(name: str, seed: int = 0):
+def trained_like(name: str, seed: int = 0, head_fit: str = "scaled"):
+    """``head_fit`` "scaled": a random ``conv_seg`` scaled to a trained model's logit spread; "probe": ``conv_seg``
+    refitted on clusters of the model's own features (``fit_head``), a trained classifier's margins."""
     from crossformer_deploy.model.seg import build_segmenter
-    from crossformer_deploy.model.seg.synthetic import trained_like_segmenter
+    from crossformer_deploy.model.seg.synthetic import fit_head, trained_like_segmenter
 
     head, variant = split(name)
     model = build_segmenter(variant, head=head, return_logits=True, seed=seed)
     with torch.no_grad():
-        return trained_like_segmenter(model, seed, sample_batch())
+        model = trained_like_segmenter(model, seed, sample_batch())
+    return fit_head(model, sample_batch(), seed=seed) if head_fit == "probe" else model
 
 
 def save_mmseg(model, path: str) -> None:
@@ -192,7 +195,7 @@ def precision(args: argparse.Namespace) -> list[dict]:
     photos = [seg_preprocess(load_image(p)) for p in list_images([os.path.join(ROOT, "samples")])]
     rows = []
     for name in args.models.split(","):
-        model = trained_like(name)
+        model = trained_like(name, head_fit=args.head_fit)
         refs = []
         for x, ori in photos:
             with torch.no_grad():
@@ -214,7 +217,8 @@ def precision(args: argparse.Namespace) -> list[dict]:
                             agree.append(pixel_agreement(ref, cm) * ref.size)
                             miou.append(miou_agreement(ref, cm, model.num_classes))
                             pixels += ref.size
-                    row = {"model": name, "precision": prec, "engine": engine, "pixels": sum(agree) / pixels,
+                    row = {"model": name, "head_fit": args.head_fit, "precision": prec, "engine": engine,
+                           "pixels": sum(agree) / pixels,
                            "miou": float(np.mean(miou)), "images": len(photos), **float_ops(path)}
                     rows.append(row)
                     print(f"{name:>10} {prec} {engine:>11}: pixel agreement {row['pixels']:.4%}, "
@@ -257,6 +261,9 @@ def main() -> None:
     ap.add_argument("role", choices=["parity", "precision", "latency", "oracle"])
     ap.add_argument("--models", default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--head-fit", choices=["scaled", "probe"], default="scaled",
+                    help="(precision role) the test model's conv_seg: scaled random (default) or refitted on "
+                         "clusters of its own features, a trained classifier's margins (synthetic.fit_head)")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--dir", help="(oracle role) the folder our side prepared")
     ap.add_argument("--json", help="write the rows here")

@@ -62,3 +62,29 @@ def test_fpn_detection_options():
     assert torch.equal(outs[4], outs[3][:, :, ::2, ::2])  # max_pool2d(kernel 1, stride 2)
     with pytest.raises(ValueError, match="add_extra_convs"):
         FPN((8, 16), 8, num_outs=3, add_extra_convs="sideways")
+
+
+def test_fit_head_gives_a_trained_classifiers_margins():
+    """synthetic.fit_head: only conv_seg changes; the refitted head names about as many classes as it was given
+    clusters, with top-1 / top-2 margins of several units where the scaled random head leaves near-ties."""
+    from crossformer_deploy.model.seg.factory import build_segmenter
+    from crossformer_deploy.model.seg.synthetic import fit_head, trained_like_segmenter
+
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    model = trained_like_segmenter(build_segmenter("tiny", head="fpn", num_classes=40), 0, x)
+
+    def margins(m):
+        with torch.no_grad():
+            top = m.logits(x).topk(2, dim=1).values
+        return (top[:, 0] - top[:, 1]).flatten()
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scaled = margins(model)
+    fit_head(model, x, clusters=6, steps=200)
+    fitted = margins(model)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"decode_head.conv_seg.weight", "decode_head.conv_seg.bias"}
+    with torch.no_grad():
+        classes = model.logits(x).argmax(1).unique()
+    assert 3 <= len(classes) <= 6
+    assert fitted.median() > 2.0 and fitted.median() > 3 * scaled.median(), (fitted.median(), scaled.median())

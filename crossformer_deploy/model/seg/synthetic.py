@@ -44,3 +44,50 @@ def trained_like_segmenter(model: Segmentor, seed: int = 0, x: torch.Tensor | No
         spread = model.logits(x).std().item()
         model.decode_head.conv_seg.weight.mul_(LOGIT_STD / max(spread, 1e-12))
     return model.eval()
+
+
+def fit_head(model: Segmentor, x: torch.Tensor, clusters: int = 24, steps: int = 300, seed: int = 0,
+             samples: int = 20000) -> Segmentor:
+    """In place: ``conv_seg`` refitted as a trained model's classifier would be, on the model's own features.
+
+    A random ``conv_seg`` over 150 classes leaves most pixels within a logit or two of a tie (CrossFormer-S
+    UperNet: 61 % of pixels under 1.0 between the top two), so any precision's argmax flips there on noise; a
+    trained head separates what the features separate, with margins of several units. Here the features that
+    reach ``conv_seg`` on ``x`` are clustered (k-means, ``clusters`` groups: about the classes of a scene), each
+    cluster gets a class, and ``conv_seg`` is trained (logistic regression) to name them: the backbone and the
+    rest of the head are unchanged, the decision boundaries are a trained classifier's. For precision checks
+    (benchmarks/seg_vs_mmseg.py ``precision --head-fit probe``); a stand-in for trained weights, not one."""
+    g = torch.Generator().manual_seed(seed)
+    conv = model.decode_head.conv_seg
+    seen: list[torch.Tensor] = []
+    hook = conv.register_forward_hook(lambda _m, inp, _out: seen.append(inp[0].detach()))
+    try:
+        with torch.no_grad():
+            model.logits(x)
+    finally:
+        hook.remove()
+    feats = seen[0].permute(0, 2, 3, 1).reshape(-1, conv.in_channels)
+    feats = feats[torch.randperm(len(feats), generator=g)[:samples]]
+    centers = feats[torch.randperm(len(feats), generator=g)[:clusters]].clone()
+    for _ in range(25):  # Lloyd's k-means
+        assign = torch.cdist(feats, centers).argmin(1)
+        for k in range(clusters):
+            members = feats[assign == k]
+            if len(members):
+                centers[k] = members.mean(0)
+    assign = torch.cdist(feats, centers).argmin(1)
+    labels = torch.randperm(conv.out_channels, generator=g)[:clusters][assign]
+    weight = torch.zeros_like(conv.weight[:, :, 0, 0]).requires_grad_()
+    bias = torch.zeros_like(conv.bias).requires_grad_()
+    opt = torch.optim.Adam([weight, bias], lr=0.05)
+    mean, std = feats.mean(0), feats.std(0) + 1e-6
+    z = (feats - mean) / std
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(z @ weight.T + bias, labels) + 1e-4 * weight.square().sum()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():  # fold the standardisation into the 1x1 conv
+        conv.weight.copy_((weight / std)[:, :, None, None])
+        conv.bias.copy_(bias - (weight / std) @ mean)
+    return model.eval()
