@@ -74,3 +74,16 @@ def seg_ckpts(tmp_path_factory, golden_seg):
 
     d = tmp_path_factory.mktemp("seg_ckpts")
     return {name: write_seg_checkpoint(golden_seg, name, str(d / f"{name}.pth")) for name in golden_seg["models"]}
+
+
+@pytest.fixture(scope="session")
+def fpn_onnx(tmp_path_factory, seg_ckpts):
+    """The golden Semantic FPN with logits, exported by the command (head, variant, classes off the file)."""
+    from tests.helpers import cli
+
+    path = str(tmp_path_factory.mktemp("seg") / "fpn.onnx")
+    r = cli("export", "--task", "seg", "--weights", seg_ckpts["fpn_tiny_g14"], "--grouping", "14,14,7,7/16,8,2,1",
+            "--logits", "-o", path)
+    assert r.returncode == 0, r.stderr
+    assert "fpn segmenter" in r.stderr
+    return path

@@ -7,6 +7,8 @@ Every model is a directory ``<name>/config.pbtxt`` + ``<name>/1/<model file>``:
 - ``python``: ``backend: "python"``, ``1/model.py`` running our OnnxRuntimeRunner over ``1/model.onnx``
   (``serving.RuntimeModel``; the variant served in the tests: the tritonserver in nvidia-pytriton has only the
   Python backend);
+- a segmenter on ``python``: ``serving.SegmentModel``, encoded image bytes in, ``class_map`` out (its own
+  preprocessing; one image a request);
 - ``with_preprocess``: also ``<name>_preprocess`` (encoded image bytes -> ``image``, our preprocessing),
   ``<name>_postprocess`` (``logits`` -> top-k labels as JSON, probabilities, class ids) and
   ``<name>_ensemble`` wiring bytes -> labels through the three.
@@ -71,7 +73,7 @@ def write_repository(model_path: str | os.PathLike, name: str, out_dir: str | os
     _check_args(name, max_batch, instances, topk)
     info = read_model_info(model_path)
     models = [main_model(model_path, name, info, kind, max_batch, instances, execution_env)]
-    if with_preprocess:
+    if with_preprocess and not (info.mode == SEGMENTER and kind == "python"):  # that one takes images already
         models = pipeline_models(models[0], info, instances, topk, execution_env)
     return install(models, os.fspath(out_dir), overwrite)
 
@@ -104,10 +106,13 @@ def _check_args(name: str, max_batch: int, instances: int, topk: int) -> None:
 def main_model(model_path: str, name: str, info: ModelInfo, kind: str, max_batch: int, instances: int,
                execution_env: str | None = None) -> ModelDir:
     """The model itself, in the layout of ``kind``."""
-    if info.mode == SEGMENTER and kind != "onnx":
-        # the python stub and plan_io know one input (image); a segmenter also takes output_size
-        raise UsageError(f"a segmenter is served through --backend onnxruntime only (image and output_size in, "
-                         f"class_map out); --backend {'tensorrt' if kind == 'plan' else kind} is not built for it yet")
+    if info.mode == SEGMENTER and kind == "plan":
+        # plan_io knows one input (image); a segmenter also takes output_size
+        raise UsageError("a segmenter is served through --backend onnxruntime (image and output_size in, class_map "
+                         "out) or --backend python (encoded image in, class_map out); --backend tensorrt is not "
+                         "built for it yet")
+    if info.mode == SEGMENTER and kind == "python":
+        return _segment_model(model_path, name, info, instances, execution_env)
     if kind == "plan":
         return _plan_model(model_path, name, info, max_batch, instances)
     io_ = onnx_io(model_path)
@@ -126,6 +131,20 @@ def main_model(model_path: str, name: str, info: ModelInfo, kind: str, max_batch
                           comment, _env_parameters(execution_env))
     texts = {"config.pbtxt": config, "1/model.py": model_py("RuntimeModel", "the CrossFormer model")}
     return ModelDir(name, max_batch, io_.inputs[0].data_type, texts, {"1/model.onnx": model_path})
+
+
+def _segment_model(model_path: str, name: str, info: ModelInfo, instances: int,
+                   execution_env: str | None) -> ModelDir:
+    """A segmenter on the Python backend: encoded image bytes in, class map out (serving.SegmentModel)."""
+    comment = [f"Python backend: encoded image bytes -> AlignResize, mean/std -> 1/model.onnx ({_describe(info)}) "
+               "on", "crossformer_deploy's OnnxRuntimeRunner -> class_map [H0, W0] (int64 class ids at the image's "
+               "own size).", "One image per request (each has its own input size): max_batch_size 0.",
+               *_python_env_note(execution_env)]
+    config = model_config(name, 'backend: "python"', 0, (TensorDecl("image_bytes", "TYPE_STRING", (1,)),),
+                          (TensorDecl("class_map", "TYPE_INT64", (-1, -1)),), "KIND_CPU", instances, comment,
+                          _env_parameters(execution_env))
+    texts = {"config.pbtxt": config, "1/model.py": model_py("SegmentModel", "a segmenter, image in, class map out")}
+    return ModelDir(name, 0, "TYPE_STRING", texts, {"1/model.onnx": model_path})
 
 
 def _plan_model(model_path: str, name: str, info: ModelInfo, max_batch: int, instances: int) -> ModelDir:
@@ -150,7 +169,7 @@ def pipeline_models(model: ModelDir, info: ModelInfo, instances: int, topk: int,
                     execution_env: str | None) -> list[ModelDir]:
     """``<name>_preprocess`` -> ``<name>`` -> ``<name>_postprocess``, and ``<name>_ensemble`` wiring them."""
     if info.mode != "classifier":
-        what = ("a segmenter: its repository takes the AlignResized image and output_size, docs/segmentation.md"
+        what = ("a segmenter: --backend python serves it image in, class map out, no --with-preprocess needed"
                 if info.mode == SEGMENTER else "a backbone: feature maps, no labels")
         raise UsageError(f"--with-preprocess needs a classifier (this model is {what})")
     if model.max_batch == 0:

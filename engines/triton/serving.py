@@ -16,10 +16,12 @@ import numpy as np
 from crossformer_deploy.base.errors import CrossFormerError, ImageError, InputSizeError
 from crossformer_deploy.base.images import load_image, preprocess
 from crossformer_deploy.base.labels import class_names
-from crossformer_deploy.base.model_info import ModelInfo
+from crossformer_deploy.base.model_info import SEG_SCALE, ModelInfo
+from crossformer_deploy.base.seg_preprocess import seg_preprocess
 from crossformer_deploy.base.sizes import check_size
 from crossformer_deploy.runtime.classify import Prediction, fill_batch, top_k
 from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
+from crossformer_deploy.runtime.segment import check_segmenter, run_segmenter
 
 
 def check_image_shape(shape: Sequence[int], info: ModelInfo) -> None:
@@ -162,3 +164,31 @@ class PostprocessModel(_ServedModel):
                 "probabilities": np.array([[p for _, _, p in row] for row in rows], np.float32),
                 "class_ids": np.array([[c for c, _, _ in row] for row in rows], np.int64)}
 
+
+
+class SegmentModel(_ServedModel):
+    """A segmenter, image in, class map out: encoded bytes [1] -> AlignResize and mean/std (base/seg_preprocess.py,
+    what crossformer-infer --task seg does) -> the graph (1/model.onnx) -> ``class_map`` [H0, W0] (int64) at the
+    image's own size. One image a request: every image has its own input size."""
+
+    def setup(self) -> None:
+        self.runner = OnnxRuntimeRunner(os.path.join(self.version_dir, "model.onnx")).load()
+        self.info = ModelInfo.from_props(self.runner.metadata())
+        check_segmenter(self.info, "1/model.onnx")
+
+    def answer(self, requests: list) -> list[dict[str, np.ndarray] | Exception]:
+        answers: list[dict[str, np.ndarray] | Exception] = []
+        for request in requests:
+            try:
+                answers.append({"class_map": self.segment(self.input(request, "image_bytes").reshape(-1))})
+            except Exception as e:
+                answers.append(e)
+        return answers
+
+    def segment(self, data: np.ndarray) -> np.ndarray:
+        if len(data) != 1:
+            raise InputSizeError(f"send one encoded image per request (image_bytes [1]), got {len(data)}")
+        info = self.info
+        x, original = seg_preprocess(decode_image(bytes(data[0])), tuple(info.scale or SEG_SCALE), info.stride,
+                                     info.mean, info.std)
+        return run_segmenter(self.runner, info, x[None], original)["class_map"][0]

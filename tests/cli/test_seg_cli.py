@@ -13,17 +13,6 @@ from tests.helpers import ROOT, assert_one_line_error, cli
 SAMPLES = os.path.join(ROOT, "samples")
 
 
-@pytest.fixture(scope="module")
-def fpn_onnx(tmp_path_factory, seg_ckpts):
-    """The golden Semantic FPN with logits, exported by the command (head, variant, classes off the file)."""
-    path = str(tmp_path_factory.mktemp("seg") / "fpn.onnx")
-    r = cli("export", "--task", "seg", "--weights", seg_ckpts["fpn_tiny_g14"], "--grouping", "14,14,7,7/16,8,2,1",
-            "--logits", "-o", path)
-    assert r.returncode == 0, r.stderr
-    assert "fpn segmenter" in r.stderr
-    return path
-
-
 def test_export_reads_the_head_and_validate_passes(fpn_onnx, seg_ckpts):
     r = cli("validate", "--model", fpn_onnx, "--weights", seg_ckpts["fpn_tiny_g14"], "--sizes", "160x224",
             "--output-size", "150x210", "--batch", "1,2", "--json")
@@ -86,8 +75,9 @@ def test_seg_refusals(fpn_onnx, seg_ckpts, golden_ckpt, tiny_onnx, tmp_path):
 
 
 def test_triton_repository(fpn_onnx, tmp_path):
-    """The ONNX Runtime backend serves a segmenter as the graph is (image + output_size in, class_map out); the
-    paths not built for segmenters refuse in one line and write nothing."""
+    """The ONNX Runtime backend serves a segmenter as the graph is (image + output_size in, class_map out), the
+    Python backend image bytes in, class map out; --with-preprocess (a classifier's pipeline) refuses in one line
+    and writes nothing."""
     model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient not installed")
     from google.protobuf import text_format
 
@@ -100,9 +90,18 @@ def test_triton_repository(fpn_onnx, tmp_path):
     assert [(t.name, list(t.dims)) for t in cfg.input] == [("image", [-1, 3, -1, -1]), ("output_size", [2])]
     assert (cfg.output[0].name, list(cfg.output[0].dims)) == ("class_map", [-1, -1, -1])
     assert "one request\n# per original size" in text and "fixed at None" not in text
-    for args, message in ((["--backend", "python"], "is served through --backend onnxruntime only"),
-                          (["--with-preprocess"], "this model is a segmenter")):
-        out = tmp_path / "refused"
-        assert_one_line_error(cli("triton_repo", "--model", fpn_onnx, "--name", "seg", "--out", str(out), *args),
-                              message)
-        assert not out.exists()
+    out = tmp_path / "refused"
+    assert_one_line_error(cli("triton_repo", "--model", fpn_onnx, "--name", "seg", "--out", str(out),
+                              "--with-preprocess"), "--backend python serves it image in, class map out")
+    assert not out.exists()
+    # the Python backend: encoded image in, class map out (engines/triton/serving.SegmentModel)
+    r = cli("triton_repo", "--model", fpn_onnx, "--name", "segpy", "--out", str(tmp_path / "repo"), "--backend",
+            "python")
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "repo" / "segpy" / "config.pbtxt", encoding="utf-8") as f:
+        cfg = text_format.Parse(f.read(), model_config_pb2.ModelConfig())
+    assert cfg.backend == "python" and cfg.max_batch_size == 0
+    assert [(t.name, list(t.dims)) for t in cfg.input] == [("image_bytes", [1])]
+    assert [(t.name, list(t.dims)) for t in cfg.output] == [("class_map", [-1, -1])]
+    with open(tmp_path / "repo" / "segpy" / "1" / "model.py", encoding="utf-8") as f:
+        assert "import SegmentModel as TritonPythonModel" in f.read()

@@ -60,11 +60,12 @@ def triton_env():
 
 
 @pytest.fixture(scope="module")
-def server(triton_env, tiny_onnx, tmp_path_factory):
+def server(triton_env, tiny_onnx, fpn_onnx, tmp_path_factory):
     import tritonclient.http as httpclient
 
     work = tmp_path_factory.mktemp("served")
     write_repository(tiny_onnx, "tiny", work / "repo", kind="python", with_preprocess=True, max_batch=8)
+    write_repository(fpn_onnx, "seg", work / "repo", kind="python")
     http_port, grpc_port = free_port(), free_port()
     log_path = work / "tritonserver.log"
     with open(log_path, "wb") as log:
@@ -152,6 +153,17 @@ def test_served_ensemble_matches_classify(clients, local, protocol):
     np.testing.assert_allclose(r.as_numpy("probabilities"), [[t[2] for t in p.topk] for p in local.preds],
                                atol=1e-5, rtol=0)
     np.testing.assert_array_equal(r.as_numpy("class_ids"), [[t[0] for t in p.topk] for p in local.preds])
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_served_segmenter_matches_infer(clients, fpn_onnx, protocol):
+    """A segmenter served image in, class map out: crossformer-infer --task seg's map for each photo."""
+    from crossformer_deploy.runtime.segment import segment
+
+    for s in segment(OnnxRuntimeRunner(fpn_onnx), read_model_info(fpn_onnx), SAMPLES[:2]):
+        data = np.array([open(s.image, "rb").read()], dtype=object)
+        got = infer(clients, protocol, "seg", "image_bytes", data, "BYTES").as_numpy("class_map")
+        np.testing.assert_array_equal(got, s.class_map)
 
 
 def test_concurrent_requests_are_batched_correctly(server, local):

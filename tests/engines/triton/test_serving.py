@@ -14,7 +14,7 @@ import pytest
 from crossformer_deploy.base.images import load_batch
 from crossformer_deploy.engines.open_model import read_model_info
 from crossformer_deploy.engines.triton.repository import write_repository
-from crossformer_deploy.engines.triton.serving import PostprocessModel, PreprocessModel, RuntimeModel
+from crossformer_deploy.engines.triton.serving import PostprocessModel, PreprocessModel, RuntimeModel, SegmentModel
 from crossformer_deploy.runtime.classify import classify
 from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
 from tests.helpers import SAMPLES
@@ -98,6 +98,25 @@ def test_python_models_answer_each_request(tiny_onnx, exports, tmp_path, monkeyp
     want = classify(OnnxRuntimeRunner(tiny_onnx), read_model_info(tiny_onnx), SAMPLES, (224, 224), topk=5)
     assert [json.loads(s[0]) for s in out["labels"]] == [p.to_json()["topk"] for p in want]
     np.testing.assert_allclose(out["probabilities"], [[t[2] for t in p.topk] for p in want], atol=1e-6)
+
+
+def test_segment_model_answers_each_request(fpn_onnx, tmp_path, monkeypatch):
+    """A segmenter on the Python backend: each JPEG request answered with crossformer-infer --task seg's class map
+    (at the photo's own size); corrupt bytes or two images in one request get an error, the others an answer."""
+    from crossformer_deploy.runtime.segment import segment
+
+    runner = OnnxRuntimeRunner(fpn_onnx)
+    want = {s.image: s.class_map for s in segment(runner, read_model_info(fpn_onnx), SAMPLES[:2])}
+    write_repository(fpn_onnx, "seg", tmp_path, kind="python")
+    model = load_served(SegmentModel, tmp_path / "seg", monkeypatch)
+    jpeg = [np.array([open(p, "rb").read()], dtype=object) for p in SAMPLES[:2]]
+    out = model.execute([request("image_bytes", jpeg[0]), request("image_bytes", np.array([b"\xff\xd8 junk"], object)),
+                         request("image_bytes", np.concatenate(jpeg)), request("image_bytes", jpeg[1])])
+    np.testing.assert_array_equal(out[0].outputs["class_map"], want[SAMPLES[0]])
+    assert out[0].outputs["class_map"].dtype == np.int64 and out[0].error is None
+    assert "request image (7 bytes)" in out[1].error and not out[1].outputs
+    assert "one encoded image per request" in out[2].error
+    np.testing.assert_array_equal(out[3].outputs["class_map"], want[SAMPLES[1]])
 
 
 def test_model_py_imports_without_torch(tiny_onnx, tmp_path):
