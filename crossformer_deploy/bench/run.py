@@ -8,7 +8,6 @@ everything is timed by ``timing.interleaved``, round-robin, so that load or cloc
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -16,7 +15,6 @@ from dataclasses import asdict
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from crossformer_deploy.base.model_info import ModelInfo
 from crossformer_deploy.bench.backends import Context, _torch, build, one_line
@@ -25,7 +23,7 @@ from crossformer_deploy.bench.graphs import CaseGraphs
 from crossformer_deploy.bench.machine import cpu_model_and_flags, machine_info
 from crossformer_deploy.bench.official import PeerFactory, load_official
 from crossformer_deploy.bench.profile import profile_backend
-from crossformer_deploy.bench.timing import interleaved
+from crossformer_deploy.bench.timing import interleaved_with_progress
 from crossformer_deploy.export.onnx_export import save_onnx, to_onnx
 from crossformer_deploy.model.factory import build_model, weights_label
 from crossformer_deploy.model.synthetic import trained_like
@@ -98,12 +96,7 @@ def _time(cfg: BenchConfig, cands: dict[str, Candidate], results: dict[str, Resu
     fns = {n: guarded(n, c.fn) for n, c in cands.items() if results[n].status == "ok"}
     if not fns:
         return
-    bar = tqdm(total=cfg.repeats, desc=desc, file=sys.stderr, disable=None, leave=False, unit="round")
-    try:
-        timings = interleaved(fns, cfg.repeats, cfg.warmup, on_round=lambda _: bar.update(1), block=cfg.block,
-                              pause=cfg.pause)
-    finally:
-        bar.close()
+    timings = interleaved_with_progress(fns, desc, cfg.repeats, cfg.warmup, cfg.block, cfg.pause)
     for name, t in timings.items():
         r = results[name]
         if name in errors:

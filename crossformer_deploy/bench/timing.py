@@ -9,9 +9,12 @@ none pays for its neighbour's.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from tqdm import tqdm
 
 
 @dataclass(frozen=True)
@@ -49,3 +52,13 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 20, warmup:
         s = sorted(s)
         out[name] = Timing(name, statistics.median(s), s[min(len(s) - 1, int(0.9 * len(s)))], len(s))
     return out
+
+
+def interleaved_with_progress(fns: dict[str, Callable[[], object]], desc: str, repeats: int, warmup: int,
+                              block: int, pause: float) -> dict[str, Timing]:
+    """``interleaved`` with a progress bar on stderr (one tick a round; off when stderr is not a terminal)."""
+    bar = tqdm(total=repeats, desc=desc, file=sys.stderr, disable=None, leave=False, unit="round")
+    try:
+        return interleaved(fns, repeats, warmup, on_round=lambda _: bar.update(1), block=block, pause=pause)
+    finally:
+        bar.close()

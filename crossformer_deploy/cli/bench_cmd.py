@@ -12,6 +12,13 @@ from crossformer_deploy.base.errors import UsageError
 from crossformer_deploy.base.fileio import check_output_path, write_bytes_atomic
 from crossformer_deploy.base.sizes import parse_size
 from crossformer_deploy.bench.profile import PROFILABLE
+from crossformer_deploy.bench.seg import (
+    SEG_BACKENDS,
+    SegBenchConfig,
+    check_seg_backends,
+    format_seg_table,
+    run_seg_bench,
+)
 from crossformer_deploy.cli.common import default_variant, parse_list, positive_int, run_main
 from crossformer_deploy.model.config import VARIANT_CHOICES
 
@@ -25,6 +32,7 @@ EXAMPLES = f"""examples:
   crossformer-bench --variant s --backends ort-static,ort-target --profile --profile-backend ort-target
   crossformer-bench --variant s --batch 1,8 --recommend     # the fastest faithful path here, and how to get it
   crossformer-bench --variant s --provider torch-cuda --batch 1,64      # an NVIDIA GPU
+  crossformer-bench --task seg --variant s --head upernet --sizes 512 --json seg.json   # a whole segmenter
 
 backends: {', '.join(bench.BACKENDS)}
 peers (what a user runs without us): {', '.join(bench.PEERS)}; ours: {', '.join(bench.OURS)}
@@ -34,6 +42,8 @@ one-line note. Without --weights the model's random weights are made trained-lik
 LayerNorms, logits of order 1, a position bias of a trained model's size), so that the accuracy column
 tells a faithful path (fp32 max abs <= 1e-4, bf16/fp16 cosine >= 0.9995, int8 cosine >= 0.99) from one
 that is not.
+--task seg times a whole segmenter (--head upernet|fpn, default sizes 512) on {', '.join(SEG_BACKENDS)},
+scoring the class map's pixels against PyTorch's (bench/seg.py).
 """
 
 
@@ -43,7 +53,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=VARIANT_CHOICES,
                    help="architecture (default: read from --weights, else s)")
     p.add_argument("--weights", help="checkpoint (default: random weights, seed 0: speed does not depend on them)")
-    p.add_argument("--sizes", default="224", help="comma list of N or HxW (default 224)")
+    p.add_argument("--task", choices=["classify", "seg"], default="classify",
+                   help="classify (default): a classifier; seg: a whole segmenter (bench/seg.py)")
+    p.add_argument("--head", choices=["upernet", "fpn"], help="with --task seg: the decode head (default: read from "
+                   "--weights, else upernet)")
+    p.add_argument("--sizes", help="comma list of N or HxW (default 224; --task seg 512)")
     p.add_argument("--batch", default="1", help="comma list of batch sizes (default 1)")
     p.add_argument("--backends", help="comma list (default: all, or those of --provider)")
     p.add_argument("--provider", choices=sorted(PROVIDER_BACKENDS),
@@ -85,6 +99,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     for out in (args.json, args.plot):
         if out:
             check_output_path(out)
+    if args.task == "seg":
+        return run_seg(args, argv)
+    if args.head:
+        raise UsageError("--head is for --task seg")
+    args.sizes = args.sizes or "224"
     if args.plot:
         bench.check_plot_available()
     if args.calib and not os.path.isdir(args.calib):
@@ -110,6 +129,30 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.plot:
         bench.plot(report, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def run_seg(args: argparse.Namespace, argv: list[str]) -> int:
+    given = [flag for flag, on in (("--plot", args.plot), ("--profile", args.profile), ("--recommend", args.recommend),
+                                   ("--official", args.official != os.environ.get("CROSSFORMER_OFFICIAL_MODEL")),
+                                   ("--provider", args.provider),
+                                   ("--calib", args.calib)) if on]
+    if given:
+        raise UsageError(f"{', '.join(given)}: not for --task seg (a segmenter's bench has no peers, profiles, "
+                         f"plots or INT8 paths yet)")
+    names = parse_list(args.backends, str, "backend") if args.backends else list(SEG_BACKENDS)
+    cfg = SegBenchConfig(
+        variant=default_variant(args.variant, args.weights), head=args.head, weights=args.weights,
+        sizes=tuple(parse_list(args.sizes or "512", parse_size, "size")),
+        batches=tuple(parse_list(args.batch, _positive, "batch")), backends=check_seg_backends(names),
+        threads=args.threads, repeats=args.repeats, warmup=max(0, args.warmup), block=args.block,
+        pause=max(0.0, args.pause), seed=args.seed, weights_seed=args.weights_seed, run_emulated=args.run_emulated)
+    report = run_seg_bench(cfg, log=lambda line: print(line, file=sys.stderr))
+    report["command"] = shlex.join(["crossformer-bench", *argv])
+    print(format_seg_table(report))
+    if args.json:
+        write_bytes_atomic(args.json, (json.dumps(report, indent=1) + "\n").encode())
+        print(f"wrote {args.json}", file=sys.stderr)
     return 0
 
 

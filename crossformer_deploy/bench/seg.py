@@ -1,0 +1,204 @@
+"""crossformer-bench --task seg: a whole segmenter's graphs timed side by side and checked against PyTorch.
+
+Backends: ``torch`` (eager fp32, the baseline), our one dynamic graph with the plain passes on ONNX Runtime
+(``ort``) and OpenVINO in f32 / bf16 (``ov-f32``, ``ov-bf16``), and the graphs of the onnxruntime / openvino
+targets (``ort-target``, ``ov-target-f32``, ``ov-target-bf16``). No peers: the authors' segmenters need
+MMSegmentation, which this package does not depend on (benchmarks/seg_vs_mmseg.py compares their graphs with
+ours). Accuracy is what a segmentation user sees: the pixels of the class map equal to PyTorch's, beside the
+logits' max abs difference; the bars are the ones of docs/segmentation.md (fp32 99.99 % of pixels, bf16 99.5 %).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from crossformer_deploy.base.errors import UsageError, first_line
+from crossformer_deploy.bench.machine import cpu_model_and_flags, emulated, machine_info
+from crossformer_deploy.bench.timing import interleaved_with_progress
+from crossformer_deploy.export.onnx_export import save_onnx, to_onnx
+from crossformer_deploy.export.recipe import Recipe, apply
+from crossformer_deploy.model.factory import weights_label
+from crossformer_deploy.model.seg import build_segmenter
+from crossformer_deploy.model.seg.factory import segmenter_info
+from crossformer_deploy.model.seg.synthetic import fit_head, trained_like_segmenter
+from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
+from crossformer_deploy.runtime.openvino_runner import OpenVINORunner
+from crossformer_deploy.runtime.parity import pixel_agreement
+
+
+@dataclass(frozen=True)
+class SegBackend:
+    runtime: str  # torch | ort | ov
+    target: str = "plain"  # the graph's pass pipeline
+    precision: str = "fp32"  # OpenVINO's inference precision; the bar
+
+
+SEG_BACKENDS = {
+    "torch": SegBackend("torch"),
+    "ort": SegBackend("ort"),
+    "ort-target": SegBackend("ort", "onnxruntime"),
+    "ov-f32": SegBackend("ov"),
+    "ov-bf16": SegBackend("ov", precision="bf16"),
+    "ov-target-f32": SegBackend("ov", "openvino"),
+    "ov-target-bf16": SegBackend("ov", "openvino", "bf16"),
+}
+PIXEL_BARS = {"fp32": 0.9999, "bf16": 0.995}
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+
+
+@dataclass(frozen=True)
+class SegBenchConfig:
+    variant: str
+    head: str | None = None  # None: read off --weights, else upernet
+    weights: str | None = None
+    sizes: tuple[tuple[int, int], ...] = ((512, 512),)
+    batches: tuple[int, ...] = (1,)
+    backends: tuple[str, ...] = tuple(SEG_BACKENDS)
+    threads: int = 2
+    repeats: int = 10
+    warmup: int = 2
+    block: int = 1
+    pause: float = 0.3
+    seed: int = 0
+    weights_seed: int = 0
+    run_emulated: bool = False
+
+
+@dataclass
+class SegResult:
+    size: str
+    batch: int
+    backend: str
+    status: str = "ok"
+    note: str = ""
+    graph: str = ""
+    precision: str = "fp32"
+    build_s: float | None = None
+    median_ms: float | None = None
+    p90_ms: float | None = None
+    images_per_s: float | None = None
+    vs_torch: float | None = None
+    pixels: float | None = None  # share of class-map pixels equal to PyTorch's
+    max_abs: float | None = None  # logits
+    within_bar: bool | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def check_seg_backends(names: list[str]) -> tuple[str, ...]:
+    unknown = [n for n in names if n not in SEG_BACKENDS]
+    if unknown:
+        raise UsageError(f"unknown segmentation backend(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(SEG_BACKENDS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def run_seg_bench(cfg: SegBenchConfig, log: Callable[[str], None] = print) -> dict:
+    """Every (size, batch) of ``cfg``; returns the report (what --json writes). Without weights the segmenter is
+    made trained-like and its ``conv_seg`` refitted to a trained classifier's margins (model/seg/synthetic.py:
+    a random head leaves most pixels near a tie, where any precision flips them), so that the pixel column
+    means something."""
+    torch.set_num_threads(cfg.threads)
+    model = build_segmenter(cfg.variant, cfg.weights, head=cfg.head, return_logits=True, seed=0)
+    if cfg.weights is None:
+        x = torch.randn(2, 3, 128, 160, generator=torch.Generator().manual_seed(cfg.weights_seed))
+        model = fit_head(trained_like_segmenter(model, cfg.weights_seed, x), x, seed=cfg.weights_seed)
+    label = weights_label(cfg.weights) if cfg.weights else f"trained-like seed {cfg.weights_seed}, conv_seg fitted"
+    flags = cpu_model_and_flags()[1]
+    results: list[SegResult] = []
+    with tempfile.TemporaryDirectory(prefix="crossformer-bench-seg-") as tmp:
+        graphs: dict[str, str] = {}
+
+        def graph(target: str) -> str:  # one dynamic graph per target serves every case
+            if target not in graphs:
+                proto = to_onnx(model, segmenter_info(model, label, cfg.sizes[0], variant=cfg.variant))
+                path = os.path.join(tmp, f"{target}.onnx")
+                save_onnx(apply(proto, Recipe(target)) if target != "plain" else proto, path, check=False)
+                graphs[target] = path
+            return graphs[target]
+
+        for size in cfg.sizes:
+            for batch in cfg.batches:
+                results += _case(cfg, model, graph, size, batch, flags, log)
+    config = {**asdict(cfg), "sizes": [f"{h}x{w}" for h, w in cfg.sizes]}
+    return {"task": "seg", "model": f"{model.seg_cfg.head}-{cfg.variant}", "weights": label,
+            "machine": machine_info(), "config": config, "results": [asdict(r) for r in results]}
+
+
+def _case(cfg: SegBenchConfig, model, graph: Callable[[str], str], size: tuple[int, int], batch: int,
+          flags: frozenset[str], log: Callable[[str], None]) -> list[SegResult]:
+    label = f"{size[0]}x{size[1]}"
+    x = np.random.default_rng(cfg.seed).standard_normal((batch, 3, *size), dtype=np.float32)
+    feeds = {"image": x, "output_size": np.asarray(size, np.int64)}
+    ref = _torch_fn(model, size)(feeds)
+    results, fns, runners = {}, {}, []
+    for name in cfg.backends:
+        spec = SEG_BACKENDS[name]
+        r = results[name] = SegResult(label, batch, name, precision=spec.precision)
+        t0 = time.perf_counter()
+        try:
+            why = emulated(spec.precision, flags)
+            if why and not cfg.run_emulated:
+                raise UsageError(f"emulated, skipped: {why} (--run-emulated times it anyway)")
+            if spec.runtime == "torch":
+                fn, r.graph = _torch_fn(model, size), "PyTorch eager"
+            else:
+                runner = (OnnxRuntimeRunner(graph(spec.target), threads=cfg.threads) if spec.runtime == "ort" else
+                          OpenVINORunner(graph(spec.target), cfg.threads, OV_PRECISION[spec.precision])).load()
+                runners.append(runner)
+                fn = runner.run
+                engine = "ONNX Runtime" if spec.runtime == "ort" else "OpenVINO"
+                r.graph = f"{engine}: dynamic graph, {spec.target} passes"
+            got = fn(feeds)
+        except Exception as e:  # one backend failing must not end the run
+            r.status, r.note = "skipped", first_line(str(e)) or type(e).__name__
+            log(f"{label} b{batch} {name}: skipped: {r.note}")
+            continue
+        r.build_s = time.perf_counter() - t0
+        r.pixels = pixel_agreement(ref["class_map"], got["class_map"])
+        r.max_abs = float(np.abs(got["logits"].astype(np.float64) - ref["logits"]).max())
+        r.within_bar = r.pixels >= PIXEL_BARS[spec.precision]
+        fns[name] = (lambda f: lambda: f(feeds))(fn)
+    if fns:
+        timings = interleaved_with_progress(fns, f"{label} b{batch}", cfg.repeats, cfg.warmup, cfg.block,
+                                            cfg.pause)
+        for name, t in timings.items():
+            r = results[name]
+            r.median_ms, r.p90_ms, r.images_per_s = t.median_ms, t.p90_ms, batch / t.median_ms * 1e3
+    base = results.get("torch")
+    for r in results.values():
+        if base is not None and base.median_ms and r.median_ms:
+            r.vs_torch = base.median_ms / r.median_ms
+    for runner in runners:
+        runner.close()
+    return list(results.values())
+
+
+def _torch_fn(model, size: tuple[int, int]) -> Callable[[dict], dict[str, np.ndarray]]:
+    def fn(feeds: dict) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            cm, logits = model(torch.from_numpy(feeds["image"]), size)
+        return {"class_map": cm.numpy(), "logits": logits.numpy()}
+
+    return fn
+
+
+def format_seg_table(report: dict) -> str:
+    lines = [f"{report['model']} ({report['weights']}); class map pixels and logits vs PyTorch eager fp32",
+             f"{'size':>9} {'batch':>5} {'backend':16} {'median ms':>10} {'p90 ms':>9} {'img/s':>7} {'x torch':>8} "
+             f"{'pixels':>9} {'max|abs|':>9}  note"]
+    for r in report["results"]:
+        head = f"{r['size']:>9} {r['batch']:>5} {r['backend']:16}"
+        if r["status"] != "ok":
+            lines.append(f"{head} {r['status']}: {r['note']}")
+            continue
+        vs = f"{r['vs_torch']:.2f}" if r["vs_torch"] else "-"
+        bar = "" if r["within_bar"] else f"below the {PIXEL_BARS[r['precision']]:.2%} pixel bar"
+        lines.append(f"{head} {r['median_ms']:10.1f} {r['p90_ms']:9.1f} {r['images_per_s']:7.2f} {vs:>8} "
+                     f"{r['pixels']:9.4%} {r['max_abs']:9.1e}  {bar}")
+    return "\n".join(lines)
