@@ -4,6 +4,7 @@ OpenVINO; FP16 / INT8 agreement; latency.
     CROSSFORMER_OFFICIAL=/tmp/crossformer-official python benchmarks/seg_vs_mmseg.py parity \\
         [--models upernet-s,fpn-s,upernet-b,fpn-b,upernet-pp-s2,fpn-pp-s2] [--json benchmarks/seg_vs_mmseg.json]
     python benchmarks/seg_vs_mmseg.py precision [--models upernet-s,fpn-s]
+    python benchmarks/seg_vs_mmseg.py holdout [--models upernet-s,fpn-s] [--head-fit probe]
     python benchmarks/seg_vs_mmseg.py latency [--threads 2 --repeats 10]
 
 parity, per model: our Segmentor with trained-like weights (model/seg/synthetic.py: BN statistics from the three
@@ -19,6 +20,8 @@ of pixels whose class agrees with mmseg's.
 precision: FP16 and INT8 (calibrated on samples/*.jpg at 512x512) graphs of the same models, judged on the three
 sample photos through the real pipeline (AlignResize, original size out): pixel agreement and mIoU of each map
 scored against the fp32 PyTorch map, and which ops stayed float.
+
+holdout: INT8 on each photo with the BN statistics, the fitted head and the calibration from the other two.
 
 latency: UPerNet-S and FPN-S fp32 dynamic graphs at 512x512, batch 1, ONNX Runtime and OpenVINO, interleaved.
 """
@@ -71,27 +74,32 @@ def oracle(folder: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- our side
-def sample_batch() -> torch.Tensor:
-    """The three sample photos AlignResized (as the pipeline feeds them), cropped to a common size."""
+def sample_photos() -> list[str]:
+    return sorted(glob.glob(os.path.join(ROOT, "samples", "*.jpg")))
+
+
+def sample_batch(paths: list[str] | None = None) -> torch.Tensor:
+    """The sample photos (default all three) AlignResized (as the pipeline feeds them), cropped to a common size."""
     from crossformer_deploy.base.images import load_image
     from crossformer_deploy.base.seg_preprocess import seg_preprocess
 
-    xs = [seg_preprocess(load_image(p))[0] for p in sorted(glob.glob(os.path.join(ROOT, "samples", "*.jpg")))]
+    xs = [seg_preprocess(load_image(p))[0] for p in (paths or sample_photos())]
     h, w = min(x.shape[1] for x in xs), min(x.shape[2] for x in xs)
     return torch.from_numpy(np.stack([x[:, :h, :w] for x in xs]))
 
 
-def trained_like(name: str, seed: int = 0, head_fit: str = "scaled"):
+def trained_like(name: str, seed: int = 0, head_fit: str = "scaled", paths: list[str] | None = None):
     """``head_fit`` "scaled": a random ``conv_seg`` scaled to a trained model's logit spread; "probe": ``conv_seg``
-    refitted on clusters of the model's own features (``fit_head``), a trained classifier's margins."""
+    refitted on clusters of the model's own features (``fit_head``), a trained classifier's margins. ``paths``:
+    the photos the BN statistics and the fit see (default all three)."""
     from crossformer_deploy.model.seg import build_segmenter
     from crossformer_deploy.model.seg.synthetic import fit_head, trained_like_segmenter
 
     head, variant = split(name)
     model = build_segmenter(variant, head=head, return_logits=True, seed=seed)
     with torch.no_grad():
-        model = trained_like_segmenter(model, seed, sample_batch())
-    return fit_head(model, sample_batch(), seed=seed) if head_fit == "probe" else model
+        model = trained_like_segmenter(model, seed, sample_batch(paths))
+    return fit_head(model, sample_batch(paths), seed=seed) if head_fit == "probe" else model
 
 
 def save_mmseg(model, path: str) -> None:
@@ -227,6 +235,52 @@ def precision(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def holdout(args: argparse.Namespace) -> list[dict]:
+    """INT8 judged on a photo nothing was fitted or calibrated on: per model and photo, the BN statistics, the
+    fitted ``conv_seg`` (``--head-fit``) and the INT8 ranges come from the other two photos, and the held-out
+    photo's map is scored against the fp32 PyTorch map on ONNX Runtime and OpenVINO."""
+    import shutil
+
+    from crossformer_deploy.base.images import load_image
+    from crossformer_deploy.base.seg_preprocess import seg_preprocess
+    from crossformer_deploy.export.recipe import Int8Options
+    from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
+    from crossformer_deploy.runtime.openvino_runner import OpenVINORunner
+    from crossformer_deploy.runtime.parity import pixel_agreement
+
+    photos, rows = sample_photos(), []
+    for name in args.models.split(","):
+        for held in photos:
+            others = [p for p in photos if p != held]
+            model = trained_like(name, head_fit=args.head_fit, paths=others)
+            x, ori = seg_preprocess(load_image(held))
+            with torch.no_grad():
+                ref = model(torch.from_numpy(x[None]), torch.tensor(ori))[0][0].numpy()
+            with tempfile.TemporaryDirectory(prefix="seg-holdout-") as d:
+                calib = os.path.join(d, "calib")
+                os.makedirs(calib)
+                for p in others:
+                    shutil.copy(p, calib)
+                path = os.path.join(d, "int8.onnx")
+                export(model, path, precision="int8", int8=Int8Options(calib, count=len(others), size=(512, 512),
+                                                                      progress=False,
+                                                                      cache_path=os.path.join(d, "calib.json")))
+                for engine, runner in (("onnxruntime", OnnxRuntimeRunner(path, threads=args.threads)),
+                                       ("openvino", OpenVINORunner(path, threads=args.threads))):
+                    with runner:
+                        cm = runner.run({"image": x[None], "output_size": np.array(ori)})["class_map"][0]
+                    row = {"model": name, "head_fit": args.head_fit, "held_out": os.path.basename(held),
+                           "engine": engine, "pixels": pixel_agreement(ref, cm), "count": int(ref.size)}
+                    rows.append(row)
+                    print(f"{name:>10} int8 {engine:>11}, held out {row['held_out']}: pixel agreement "
+                          f"{row['pixels']:.4%}", flush=True)
+        for engine in ("onnxruntime", "openvino"):
+            mine = [r for r in rows if r["model"] == name and r["engine"] == engine]
+            pooled = sum(r["pixels"] * r["count"] for r in mine) / sum(r["count"] for r in mine)
+            print(f"{name:>10} int8 {engine:>11}, pooled over the held-out photos: {pooled:.4%}", flush=True)
+    return rows
+
+
 # ----------------------------------------------------------------------------------------------- latency
 def latency(args: argparse.Namespace) -> list[dict]:
     from crossformer_deploy.bench.machine import CPU_FLAGS, cpu_model_and_flags
@@ -258,7 +312,7 @@ def latency(args: argparse.Namespace) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("role", choices=["parity", "precision", "latency", "oracle"])
+    ap.add_argument("role", choices=["parity", "precision", "holdout", "latency", "oracle"])
     ap.add_argument("--models", default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--head-fit", choices=["scaled", "probe"], default="scaled",
@@ -272,7 +326,7 @@ def main() -> None:
         return oracle(args.dir)
     torch.set_num_threads(args.threads)
     args.models = args.models or (",".join(MODELS) if args.role == "parity" else "upernet-s,fpn-s")
-    rows = {"parity": parity, "precision": precision, "latency": latency}[args.role](args)
+    rows = {"parity": parity, "precision": precision, "holdout": holdout, "latency": latency}[args.role](args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
