@@ -107,6 +107,14 @@ def save_mmseg(model, path: str) -> None:
                 "state_dict": model.state_dict()}, path)
 
 
+def cpu_runners(path: str, threads: int) -> dict:
+    """The graph on ONNX Runtime and OpenVINO (f32), the two CPU runtimes every role compares."""
+    from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
+    from crossformer_deploy.runtime.openvino_runner import OpenVINORunner
+
+    return {"onnxruntime": OnnxRuntimeRunner(path, threads=threads), "openvino": OpenVINORunner(path, threads=threads)}
+
+
 def export(model, path: str, **recipe) -> None:
     from crossformer_deploy.export.onnx_export import save_onnx, to_onnx
     from crossformer_deploy.export.recipe import Recipe, apply
@@ -120,8 +128,6 @@ def export(model, path: str, **recipe) -> None:
 
 def parity(args: argparse.Namespace) -> list[dict]:
     from crossformer_deploy.model.seg import create_segmenter
-    from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
-    from crossformer_deploy.runtime.openvino_runner import OpenVINORunner
     from crossformer_deploy.runtime.parity import pixel_agreement
 
     rows = []
@@ -141,8 +147,7 @@ def parity(args: argparse.Namespace) -> list[dict]:
             t1 = time.perf_counter()
             export(model, onnx_path)
             t_export = time.perf_counter() - t1
-            engines = {"pytorch": None, "onnxruntime": OnnxRuntimeRunner(onnx_path, threads=args.threads),
-                       "openvino": OpenVINORunner(onnx_path, threads=args.threads)}
+            engines = {"pytorch": None, **cpu_runners(onnx_path, args.threads)}
             for i, (b, h, w, h0, w0) in enumerate(CASES):
                 ref = np.load(os.path.join(d, f"oracle_{i}.npy"))
                 ref_map = ref.argmax(1)
@@ -196,8 +201,6 @@ def precision(args: argparse.Namespace) -> list[dict]:
     from crossformer_deploy.base.images import list_images, load_image
     from crossformer_deploy.base.seg_preprocess import seg_preprocess
     from crossformer_deploy.export.recipe import Int8Options
-    from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
-    from crossformer_deploy.runtime.openvino_runner import OpenVINORunner
     from crossformer_deploy.runtime.parity import miou_agreement, pixel_agreement
 
     photos = [seg_preprocess(load_image(p)) for p in list_images([os.path.join(ROOT, "samples")])]
@@ -216,8 +219,7 @@ def precision(args: argparse.Namespace) -> list[dict]:
             for prec, recipe in graphs.items():
                 path = os.path.join(d, f"{prec}.onnx")
                 export(model, path, **recipe)
-                for engine, runner in (("onnxruntime", OnnxRuntimeRunner(path, threads=args.threads)),
-                                       ("openvino", OpenVINORunner(path, threads=args.threads))):
+                for engine, runner in cpu_runners(path, args.threads).items():
                     agree, miou, pixels = [], [], 0
                     with runner:
                         for (x, ori), ref in zip(photos, refs):
@@ -244,8 +246,6 @@ def holdout(args: argparse.Namespace) -> list[dict]:
     from crossformer_deploy.base.images import load_image
     from crossformer_deploy.base.seg_preprocess import seg_preprocess
     from crossformer_deploy.export.recipe import Int8Options
-    from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
-    from crossformer_deploy.runtime.openvino_runner import OpenVINORunner
     from crossformer_deploy.runtime.parity import pixel_agreement
 
     photos, rows = sample_photos(), []
@@ -265,8 +265,7 @@ def holdout(args: argparse.Namespace) -> list[dict]:
                 export(model, path, precision="int8", int8=Int8Options(calib, count=len(others), size=(512, 512),
                                                                       progress=False,
                                                                       cache_path=os.path.join(d, "calib.json")))
-                for engine, runner in (("onnxruntime", OnnxRuntimeRunner(path, threads=args.threads)),
-                                       ("openvino", OpenVINORunner(path, threads=args.threads))):
+                for engine, runner in cpu_runners(path, args.threads).items():
                     with runner:
                         cm = runner.run({"image": x[None], "output_size": np.array(ori)})["class_map"][0]
                     row = {"model": name, "head_fit": args.head_fit, "held_out": os.path.basename(held),
@@ -286,8 +285,6 @@ def latency(args: argparse.Namespace) -> list[dict]:
     from crossformer_deploy.bench.machine import CPU_FLAGS, cpu_model_and_flags
     from crossformer_deploy.bench.timing import interleaved
     from crossformer_deploy.model.seg import build_segmenter
-    from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
-    from crossformer_deploy.runtime.openvino_runner import OpenVINORunner
 
     cpu, flags = cpu_model_and_flags()
     print(f"CPU: {cpu}; flags: {', '.join(f for f in CPU_FLAGS if f in flags)}; threads {args.threads}")
@@ -299,8 +296,7 @@ def latency(args: argparse.Namespace) -> list[dict]:
             head, variant = split(name)
             path = os.path.join(d, f"{name}.onnx")
             export(build_segmenter(variant, head=head), path)  # random weights: latency does not depend on them
-            runners[f"{name} onnxruntime"] = OnnxRuntimeRunner(path, threads=args.threads).load()
-            runners[f"{name} openvino"] = OpenVINORunner(path, threads=args.threads).load()
+            runners.update({f"{name} {engine}": r.load() for engine, r in cpu_runners(path, args.threads).items()})
         times = interleaved({k: (lambda r=r: r.run(feeds)) for k, r in runners.items()}, repeats=args.repeats,
                             warmup=2, pause=0.5)
     rows = [{"graph": k, "median_ms": t.median_ms, "p90_ms": t.p90_ms, "runs": t.runs, "cpu": cpu,

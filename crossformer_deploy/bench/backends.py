@@ -95,10 +95,15 @@ def build(name: str, ctx: Context) -> Candidate:
     """The backend, or an exception whose one line says why not (a bf16 path on a CPU without bf16
     instructions is refused unless asked for: emulated, it takes seconds per call and says nothing)."""
     spec = BACKENDS[name]
-    why = emulated(spec.bar, ctx.flags)
-    if why and not ctx.run_emulated:
-        raise EmulatedError(f"emulated, skipped: {why} (--run-emulated times it anyway)")
+    refuse_emulated(spec.bar, ctx.flags, ctx.run_emulated)
     return BUILDERS[spec.runtime](ctx, spec)
+
+
+def refuse_emulated(precision: str, flags: frozenset[str], run_emulated: bool) -> None:
+    """EmulatedError for a path this CPU would only emulate, unless it was asked for (--run-emulated)."""
+    why = emulated(precision, flags)
+    if why and not run_emulated:
+        raise EmulatedError(f"emulated, skipped: {why} (--run-emulated times it anyway)")
 
 
 class EmulatedError(UsageError):

@@ -12,14 +12,15 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
-from crossformer_deploy.base.errors import UsageError, first_line
-from crossformer_deploy.bench.machine import cpu_model_and_flags, emulated, machine_info
+from crossformer_deploy.base.errors import UsageError
+from crossformer_deploy.bench.backends import one_line, refuse_emulated
+from crossformer_deploy.bench.machine import cpu_model_and_flags, machine_info
 from crossformer_deploy.bench.timing import interleaved_with_progress
 from crossformer_deploy.export.onnx_export import save_onnx, to_onnx
 from crossformer_deploy.export.recipe import Recipe, apply
@@ -58,7 +59,7 @@ class SegBenchConfig:
     head: str | None = None  # None: read off --weights, else upernet
     weights: str | None = None
     sizes: tuple[tuple[int, int], ...] = ((512, 512),)
-    batches: tuple[int, ...] = (1,)
+    batches: Sequence[int] = (1,)
     backends: tuple[str, ...] = tuple(SEG_BACKENDS)
     threads: int = 2
     repeats: int = 10
@@ -87,7 +88,6 @@ class SegResult:
     pixels: float | None = None  # share of class-map pixels equal to PyTorch's
     max_abs: float | None = None  # logits
     within_bar: bool | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def check_seg_backends(names: list[str]) -> tuple[str, ...]:
@@ -112,13 +112,15 @@ def run_seg_bench(cfg: SegBenchConfig, log: Callable[[str], None] = print) -> di
     flags = cpu_model_and_flags()[1]
     results: list[SegResult] = []
     with tempfile.TemporaryDirectory(prefix="crossformer-bench-seg-") as tmp:
+        traced: list = []  # one trace; each target's passes on it (apply does not modify its input)
         graphs: dict[str, str] = {}
 
         def graph(target: str) -> str:  # one dynamic graph per target serves every case
             if target not in graphs:
-                proto = to_onnx(model, segmenter_info(model, label, cfg.sizes[0], variant=cfg.variant))
+                if not traced:
+                    traced.append(to_onnx(model, segmenter_info(model, label, cfg.sizes[0], variant=cfg.variant)))
                 path = os.path.join(tmp, f"{target}.onnx")
-                save_onnx(apply(proto, Recipe(target)) if target != "plain" else proto, path, check=False)
+                save_onnx(apply(traced[0], Recipe(target)), path, check=False)
                 graphs[target] = path
             return graphs[target]
 
@@ -135,18 +137,17 @@ def _case(cfg: SegBenchConfig, model, graph: Callable[[str], str], size: tuple[i
     label = f"{size[0]}x{size[1]}"
     x = np.random.default_rng(cfg.seed).standard_normal((batch, 3, *size), dtype=np.float32)
     feeds = {"image": x, "output_size": np.asarray(size, np.int64)}
-    ref = _torch_fn(model, size)(feeds)
+    torch_fn = _torch_fn(model, size)
+    ref = torch_fn(feeds)
     results, fns, runners = {}, {}, []
     for name in cfg.backends:
         spec = SEG_BACKENDS[name]
         r = results[name] = SegResult(label, batch, name, precision=spec.precision)
         t0 = time.perf_counter()
         try:
-            why = emulated(spec.precision, flags)
-            if why and not cfg.run_emulated:
-                raise UsageError(f"emulated, skipped: {why} (--run-emulated times it anyway)")
+            refuse_emulated(spec.precision, flags, cfg.run_emulated)
             if spec.runtime == "torch":
-                fn, r.graph = _torch_fn(model, size), "PyTorch eager"
+                fn, r.graph = torch_fn, "PyTorch eager"
             else:
                 runner = (OnnxRuntimeRunner(graph(spec.target), threads=cfg.threads) if spec.runtime == "ort" else
                           OpenVINORunner(graph(spec.target), cfg.threads, OV_PRECISION[spec.precision])).load()
@@ -156,7 +157,7 @@ def _case(cfg: SegBenchConfig, model, graph: Callable[[str], str], size: tuple[i
                 r.graph = f"{engine}: dynamic graph, {spec.target} passes"
             got = fn(feeds)
         except Exception as e:  # one backend failing must not end the run
-            r.status, r.note = "skipped", first_line(str(e)) or type(e).__name__
+            r.status, r.note = "skipped", one_line(e)
             log(f"{label} b{batch} {name}: skipped: {r.note}")
             continue
         r.build_s = time.perf_counter() - t0

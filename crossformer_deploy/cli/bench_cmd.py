@@ -110,22 +110,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         raise UsageError(f"--calib {args.calib}: not a folder of images")
     sizes = parse_list(args.sizes, parse_size, "size")
     cfg = bench.BenchConfig(
-        variant=default_variant(args.variant, args.weights), weights=args.weights,
-        sizes=sizes, batches=parse_list(args.batch, _positive, "batch"),
-        backends=bench.check_backends(_backends(args)), threads=args.threads,
-        repeats=args.repeats, warmup=max(0, args.warmup), block=args.block, pause=max(0.0, args.pause),
-        seed=args.seed, calib=args.calib,
-        profile_backend=args.profile_backend if args.profile else None, run_emulated=args.run_emulated,
-        official=args.official, weights_seed=args.weights_seed)
+        sizes=sizes, backends=bench.check_backends(_backends(args)), calib=args.calib,
+        profile_backend=args.profile_backend if args.profile else None, official=args.official, **_shared(args))
     report = bench.run_bench(cfg, log=lambda line: print(line, file=sys.stderr))
     report["command"] = shlex.join(["crossformer-bench", *argv])
     report["recommendations"] = bench.recommend(report)
     print(bench.format_table(report))
     if args.recommend:
         print(bench.format_recommendations(report["recommendations"]))
-    if args.json:
-        write_bytes_atomic(args.json, (json.dumps(report, indent=1) + "\n").encode())
-        print(f"wrote {args.json}", file=sys.stderr)
+    _write_json(args.json, report)
     if args.plot:
         bench.plot(report, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
@@ -141,19 +134,27 @@ def run_seg(args: argparse.Namespace, argv: list[str]) -> int:
         raise UsageError(f"{', '.join(given)}: not for --task seg (a segmenter's bench has no peers, profiles, "
                          f"plots or INT8 paths yet)")
     names = parse_list(args.backends, str, "backend") if args.backends else list(SEG_BACKENDS)
-    cfg = SegBenchConfig(
-        variant=default_variant(args.variant, args.weights), head=args.head, weights=args.weights,
-        sizes=tuple(parse_list(args.sizes or "512", parse_size, "size")),
-        batches=tuple(parse_list(args.batch, _positive, "batch")), backends=check_seg_backends(names),
-        threads=args.threads, repeats=args.repeats, warmup=max(0, args.warmup), block=args.block,
-        pause=max(0.0, args.pause), seed=args.seed, weights_seed=args.weights_seed, run_emulated=args.run_emulated)
+    cfg = SegBenchConfig(head=args.head, sizes=tuple(parse_list(args.sizes or "512", parse_size, "size")),
+                         backends=check_seg_backends(names), **_shared(args))
     report = run_seg_bench(cfg, log=lambda line: print(line, file=sys.stderr))
     report["command"] = shlex.join(["crossformer-bench", *argv])
     print(format_seg_table(report))
-    if args.json:
-        write_bytes_atomic(args.json, (json.dumps(report, indent=1) + "\n").encode())
-        print(f"wrote {args.json}", file=sys.stderr)
+    _write_json(args.json, report)
     return 0
+
+
+def _shared(args: argparse.Namespace) -> dict:
+    """The options both benches take the same way (the model, the batches, the timing, the seeds)."""
+    return dict(variant=default_variant(args.variant, args.weights), weights=args.weights,
+                batches=parse_list(args.batch, _positive, "batch"), threads=args.threads, repeats=args.repeats,
+                warmup=max(0, args.warmup), block=args.block, pause=max(0.0, args.pause), seed=args.seed,
+                weights_seed=args.weights_seed, run_emulated=args.run_emulated)
+
+
+def _write_json(path: str | None, report: dict) -> None:
+    if path:
+        write_bytes_atomic(path, (json.dumps(report, indent=1) + "\n").encode())
+        print(f"wrote {path}", file=sys.stderr)
 
 
 def _backends(args: argparse.Namespace) -> list[str]:

@@ -12,8 +12,7 @@ import numpy as np
 from crossformer_deploy.base.errors import UsageError
 from crossformer_deploy.base.images import list_images, load_batch, load_image
 from crossformer_deploy.base.model_file import is_engine
-from crossformer_deploy.base.model_info import SEG_SCALE, SEGMENTER, ModelInfo
-from crossformer_deploy.base.seg_preprocess import seg_preprocess
+from crossformer_deploy.base.model_info import SEGMENTER, ModelInfo
 from crossformer_deploy.base.sizes import parse_size
 from crossformer_deploy.cli.common import classifier_from_args, parse_list, positive_int, run_main
 from crossformer_deploy.engines.open_model import open_runner, read_model_info
@@ -26,7 +25,7 @@ from crossformer_deploy.model.seg.factory import segmenter_from_label
 from crossformer_deploy.runtime.classify import fill_batch
 from crossformer_deploy.runtime.parity import SEG_AGREEMENT, TOLERANCES, compare, miou_agreement, pixel_agreement
 from crossformer_deploy.runtime.runner import Runner
-from crossformer_deploy.runtime.segment import run_segmenter
+from crossformer_deploy.runtime.segment import run_segmenter, seg_inputs
 from crossformer_deploy.runtime.torch_cuda_runner import TorchCudaRunner
 from crossformer_deploy.runtime.torch_runner import TorchRunner
 
@@ -143,9 +142,7 @@ def _run_seg(args: argparse.Namespace) -> int:
     batches = parse_list(args.batch, int, "batch") if args.batch else ([info.batch] if info.batch else [1])
     rng = np.random.default_rng(args.seed)
     if args.images:  # each image at its own AlignResized size, its original size out
-        scale = tuple(info.scale or SEG_SCALE)
-        inputs = [seg_preprocess(load_image(p), scale, info.stride, info.mean, info.std)
-                  for p in list_images([args.images])]
+        inputs = [seg_inputs(load_image(p), info) for p in list_images([args.images])]
     else:
         inputs = [(rng.standard_normal((3, *size), dtype=np.float32), out) for size, out in cases]
     bar, tol = SEG_AGREEMENT[info.precision], TOLERANCES[info.precision]

@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from crossformer_deploy.base.errors import ImageError, UsageError
 from crossformer_deploy.base.images import load_image
@@ -42,15 +43,20 @@ def run_segmenter(runner: Runner, info: ModelInfo, x: np.ndarray,
     return {k: v[: len(x)] for k, v in out.items()}
 
 
+def seg_inputs(image: Image.Image, info: ModelInfo) -> tuple[np.ndarray, tuple[int, int]]:
+    """One image -> the model input [3, H, W] and its original (H0, W0), by the rule the graph records
+    (AlignResize at its scale, its stride, its mean / std)."""
+    return seg_preprocess(image, tuple(info.scale or SEG_SCALE), info.stride, info.mean, info.std)
+
+
 def segment(runner: Runner, info: ModelInfo, paths: Sequence[str],
             on_error: Callable[[ImageError], None] | None = None) -> Iterator[Segmentation]:
     """Each image AlignResized (its own input size) and segmented, one at a time, in input order. An image that
     cannot be loaded raises ImageError, or, with ``on_error``, is handed to it and skipped."""
     check_segmenter(info)
-    scale = tuple(info.scale or SEG_SCALE)
     for path in paths:
         try:
-            x, original = seg_preprocess(load_image(path), scale, info.stride, info.mean, info.std)
+            x, original = seg_inputs(load_image(path), info)
         except ImageError as e:
             if on_error is None:
                 raise

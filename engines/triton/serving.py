@@ -16,12 +16,11 @@ import numpy as np
 from crossformer_deploy.base.errors import CrossFormerError, ImageError, InputSizeError
 from crossformer_deploy.base.images import load_image, preprocess
 from crossformer_deploy.base.labels import class_names
-from crossformer_deploy.base.model_info import SEG_SCALE, ModelInfo
-from crossformer_deploy.base.seg_preprocess import seg_preprocess
+from crossformer_deploy.base.model_info import ModelInfo
 from crossformer_deploy.base.sizes import check_size
 from crossformer_deploy.runtime.classify import Prediction, fill_batch, top_k
 from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
-from crossformer_deploy.runtime.segment import check_segmenter, run_segmenter
+from crossformer_deploy.runtime.segment import check_segmenter, run_segmenter, seg_inputs
 
 
 def check_image_shape(shape: Sequence[int], info: ModelInfo) -> None:
@@ -188,7 +187,5 @@ class SegmentModel(_ServedModel):
     def segment(self, data: np.ndarray) -> np.ndarray:
         if len(data) != 1:
             raise InputSizeError(f"send one encoded image per request (image_bytes [1]), got {len(data)}")
-        info = self.info
-        x, original = seg_preprocess(decode_image(bytes(data[0])), tuple(info.scale or SEG_SCALE), info.stride,
-                                     info.mean, info.std)
-        return run_segmenter(self.runner, info, x[None], original)["class_map"][0]
+        x, original = seg_inputs(decode_image(bytes(data[0])), self.info)
+        return run_segmenter(self.runner, self.info, x[None], original)["class_map"][0]
