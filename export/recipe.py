@@ -42,6 +42,7 @@ class Int8Options:
     scheme: str | None = None  # None: the target's (symmetric for TensorRT, reduced-range for CPUs)
     progress: bool = True
     placement: str = ALL  # which layers are int8 (placement.py)
+    float_stages: tuple[int, ...] = ()  # backbone stages kept float on top of the placement's
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class Recipe:
             check_scheme(self.int8.scheme)
         if self.int8 is not None:
             placement(self.int8.placement)
+            if not set(self.int8.float_stages) <= {0, 1, 2, 3}:
+                raise UsageError(f"float stages are 0-3 (the backbone's four stages), not {self.int8.float_stages}")
 
     @property
     def int8_scheme(self) -> str:
@@ -96,7 +99,7 @@ def apply(proto: onnx.ModelProto, recipe: Recipe, explain: Step | None = None,
         proto = quantize_int8(proto, None, o.calib_dir, count=o.count, method=o.method, size=o.size,
                               cache_path=o.cache_path, quantize_head=o.quantize_head, scheme=recipe.int8_scheme,
                               progress=o.progress, quantize_attention=where.quantize_attention,
-                              float_stages=where.float_stages)
+                              float_stages=tuple(sorted(set(where.float_stages) | set(o.float_stages))))
         if recipe.target == "openvino":  # measured there (benchmarks/README.md); bit-identical anywhere
             proto = transpose_after_dq(proto)
     if recipe.target == "tensorrt":

@@ -127,3 +127,12 @@ def test_calibration_progress_follows_the_runs(fp32, calib_dir, monkeypatch):
     calibration.calibrate(proto, images, "minmax", quantized_inputs(proto, excluded_nodes(proto)), batch_size=16)
     assert events == [("total", 40), ("ran", 16), ("update", 16), ("ran", 16), ("update", 16), ("ran", 8),
                       ("update", 8)]
+
+
+def test_a_foreign_file_at_the_cache_path_is_not_a_cache(tmp_path):
+    """Any JSON at the cache path that is not our range cache (a list, a number, another tool's dict) means
+    'not cached': recalibrate and overwrite, never a traceback."""
+    for text in ("[1, 2]", "3", '{"other": "tool"}', "{broken"):
+        path = tmp_path / "c.json"
+        path.write_text(text)
+        assert calibration.load_ranges(str(path), "key") is None, text

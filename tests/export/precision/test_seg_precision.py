@@ -75,3 +75,17 @@ def test_int8(fp32, photos, tmp_path):
     # (0.88 measured), so it only guards against a collapse here
     assert pixels >= SEG_AGREEMENT["int8"] and miou >= 0.75, (pixels, miou)
     torch.manual_seed(0)
+
+
+def test_float_stages_reach_a_segmenters_backbone(fp32):
+    """Float stages on a segmenter: its backbone's nodes carry the classifier's /layers.{i}/ scopes, so a stage
+    kept float leaves every quantizable node of that stage float and nothing of the neck or the head."""
+    from crossformer_deploy.export.precision.int8 import QUANTIZED_OPS, excluded_nodes
+
+    base = set(excluded_nodes(fp32))
+    for stage in (0, 3):
+        added = set(excluded_nodes(fp32, float_stages=(stage,))) - base
+        scope = f"/layers.{stage}/"
+        assert added and all(n.startswith(scope) for n in added), stage
+        assert {n.name for n in fp32.graph.node if n.op_type in QUANTIZED_OPS and n.name.startswith(scope)} - base \
+            == added

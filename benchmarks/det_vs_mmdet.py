@@ -1,0 +1,258 @@
+"""RetinaNet-S at full size against MMDetection 3.3.0 + the authors' backbone: our PyTorch, ONE dynamic ONNX graph on
+ONNX Runtime and OpenVINO, and the oracle; parity and latency.
+
+    CROSSFORMER_OFFICIAL=/tmp/crossformer-official python benchmarks/det_vs_mmdet.py \\
+        [--variant s] [--threads 2] [--repeats 3] [--json benchmarks/det_vs_mmdet.json]
+
+Weights: our RetinaNet (``build_detector``, seed 0, 80 classes) with the head's last convs rescaled on the first
+case so that the class logits spread about 1.5 around a bias of -4 and the deltas about 0.3 (random weights
+otherwise saturate every sigmoid at 1.0: ties everywhere), saved as an mmdet checkpoint. The oracle venv (this
+file again, ``oracle`` role, /work/oracle-venv/bin/python) loads it strictly into mmdet's RetinaNet built from
+the authors' config values (tests/fixtures/mm_oracle/oracle_det.py) and runs ``predict(rescale=True)``.
+
+Cases (the authors' test pipeline: resize keeping the ratio to (1333, 800), ImageNet mean / std, pad to 32):
+samples/chelsea.jpg (400x266 -> 800x1203 in a 800x1216 input) and a 2:1 crop of samples/coffee.jpg (400x200 ->
+667x1333 in 672x1344). The ONNX graph is exported once at 320x320 and serves both.
+
+Reported per case and engine: max |neck / raw head - mmdet| (fp32), the share of mmdet's detections with score
+>= 0.3 matched one-to-one (same label, IoU >= 0.99, score within 1e-4), and the median latency of the whole
+detector (image in, detections out) over ``--repeats`` runs, every engine on ``--threads`` threads.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+ORACLE_PY = os.environ.get("CROSSFORMER_ORACLE_PYTHON", "/work/oracle-venv/bin/python")
+MEAN, STD = np.array([123.675, 116.28, 103.53]), np.array([58.395, 57.12, 57.375])
+# (name, photo, crop box (left, upper, right, lower) or None)
+CASES = [("chelsea 800x1216", "chelsea.jpg", None), ("coffee 2:1 672x1344", "coffee.jpg", (0, 30, 400, 230))]
+SCORE_MIN, IOU_MIN, SCORE_TOL = 0.3, 0.99, 1e-4
+
+
+def preprocess(photo: str, crop) -> tuple[torch.Tensor, list[int]]:
+    """mmdet's test pipeline on one photo: [1, 3, H, W] (padded to 32) and (img_h, img_w, ori_h, ori_w)."""
+    from PIL import Image
+
+    img = Image.open(os.path.join(ROOT, "samples", photo)).convert("RGB")
+    if crop:
+        img = img.crop(crop)
+    w, h = img.size
+    scale = min(1333 / max(h, w), 800 / min(h, w))  # mmcv.rescale_size with (1333, 800)
+    nw, nh = int(w * scale + 0.5), int(h * scale + 0.5)
+    x = (np.asarray(img.resize((nw, nh), Image.BILINEAR), dtype=np.float64) - MEAN) / STD
+    ph, pw = -(-nh // 32) * 32, -(-nw // 32) * 32
+    padded = np.zeros((ph, pw, 3), dtype=np.float32)
+    padded[:nh, :nw] = x
+    return torch.from_numpy(padded).permute(2, 0, 1)[None].contiguous(), [nh, nw, h, w]
+
+
+# ----------------------------------------------------------------------------------------------- oracle side
+def oracle(folder: str) -> None:
+    """(oracle venv) mmdet's raw maps, detections and latency for every case of ``folder``/spec.json."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures", "mm_oracle"))
+    import oracle_det
+
+    spec = json.load(open(os.path.join(folder, "spec.json")))
+    torch.set_num_threads(spec["threads"])
+    sd = torch.load(os.path.join(folder, "ckpt.pth"), map_location="cpu", weights_only=True)["state_dict"]
+    cfg = oracle_det.model_dict(spec["variant"], 80)
+    inputs = torch.load(os.path.join(folder, "inputs.pt"), weights_only=True)
+    for i, (x, size) in enumerate(inputs):
+        model = oracle_det.build(cfg, sd)  # strict: every key of our checkpoint is mmdet's, and nothing else
+        metas = [dict(img_shape=tuple(size[:2]), ori_shape=tuple(size[2:]))]
+        out = oracle_det.run(model, x, metas)  # neck, raw head and detections
+        from mmdet.structures import DetDataSample
+
+        samples = [DetDataSample(metainfo=dict(img_shape=tuple(size[:2]), ori_shape=tuple(size[2:]),
+                                               scale_factor=(size[1] / size[3], size[0] / size[2])))]
+        pt = []
+        with torch.no_grad():
+            for _ in range(spec["repeats"]):
+                t0 = time.perf_counter()
+                model.predict(x, samples, rescale=True)
+                pt.append(time.perf_counter() - t0)
+        out["latency_s"] = float(np.median(pt))
+        torch.save(out, os.path.join(folder, f"oracle_{i}.pt"))
+        print(f"  oracle case {i}: {len(out['dets'][0]['scores'])} dets, predict {out['latency_s']:.2f} s", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------- our side
+def calibrated_model(variant: str, x: torch.Tensor):
+    """Seed-0 RetinaNet with the head's output convs rescaled so that scores and deltas look like a trained
+    model's (see the module docstring)."""
+    from crossformer_deploy.model.det import build_detector
+
+    model = build_detector(variant, seed=0)
+    with torch.no_grad():
+        _, cls, reg = model.raw(x)
+        head = model.bbox_head
+        head.retina_cls.weight.mul_(1.5 / torch.cat([c.flatten() for c in cls]).std())
+        head.retina_cls.bias.fill_(-4.0)
+        head.retina_reg.weight.mul_(0.3 / torch.cat([r.flatten() for r in reg]).std())
+        head.retina_reg.bias.zero_()
+    return model
+
+
+def match_rate(ref: dict, dets: np.ndarray, labels: np.ndarray) -> tuple[int, int]:
+    keep = ref["scores"] >= SCORE_MIN
+    rb, rs, rl = ref["bboxes"][keep], ref["scores"][keep], ref["labels"][keep]
+    valid = labels >= 0
+    ob, os_, ol = (torch.from_numpy(np.asarray(a)) for a in (dets[valid, :4], dets[valid, 4], labels[valid]))
+    lt, rbt = torch.maximum(rb[:, None, :2], ob[None, :, :2]), torch.minimum(rb[:, None, 2:], ob[None, :, 2:])
+    inter = (rbt - lt).clamp(min=0).prod(-1)
+    area = lambda b: (b[:, 2:] - b[:, :2]).prod(-1)  # noqa: E731
+    iou = inter / (area(rb)[:, None] + area(ob)[None] - inter)
+    ok = (iou >= IOU_MIN) & (rl[:, None] == ol[None]) & ((rs[:, None] - os_[None]).abs() <= SCORE_TOL)
+    used, matched = set(), 0
+    for i in range(len(rb)):
+        j = next((j for j in torch.nonzero(ok[i]).flatten().tolist() if j not in used), None)
+        if j is not None:
+            used.add(j)
+            matched += 1
+    return matched, len(rb)
+
+
+class Raw(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image):
+        neck, cls, reg = self.model.raw(image)
+        return (*neck, *cls, *reg)
+
+
+def export(module: torch.nn.Module, args: tuple, inputs: list[str], outputs: list[str]) -> bytes:
+    axes = {"image": {0: "batch", 2: "height", 3: "width"}}
+    axes.update({n: {0: "batch"} for n in (*inputs[1:], *outputs)})
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, buf, dynamo=False, opset_version=17, input_names=inputs,
+                          output_names=outputs, dynamic_axes=axes, do_constant_folding=True)
+    return buf.getvalue()
+
+
+def engines(proto: bytes, threads: int) -> dict:
+    """{"onnxruntime": run, "openvino": run}: each run(feed dict) -> list of numpy outputs."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(proto, opts, providers=["CPUExecutionProvider"])
+    out = {"onnxruntime": lambda feed: sess.run(None, feed)}
+    try:
+        import openvino as ov
+
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(proto), "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                                      "INFERENCE_PRECISION_HINT": "f32"})
+        out["openvino"] = lambda feed: [np.asarray(v) for v in compiled(feed).values()]
+    except Exception as e:  # reported; the other engines still run
+        print(f"  openvino unavailable: {str(e).splitlines()[0][:200]}")
+    return out
+
+
+def engine_runs(ours, det_engines: dict, raw_engines: dict, x: torch.Tensor, size: torch.Tensor) -> dict:
+    """{engine: (raw(), detect())}: the 15 raw maps and (dets, labels) of one input, as numpy."""
+    def torch_raw() -> list[np.ndarray]:
+        with torch.no_grad():
+            return [t.numpy() for t in Raw(ours)(x)]
+
+    def torch_det() -> list[np.ndarray]:
+        with torch.no_grad():
+            return [t.numpy() for t in ours(x, size)]
+
+    runs = {"pytorch": (torch_raw, torch_det)}
+    for eng in det_engines:
+        runs[eng] = (lambda e=eng: raw_engines[e]({"image": x.numpy()}),
+                     lambda e=eng: det_engines[e]({"image": x.numpy(), "image_size": size.numpy()}))
+    return runs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("role", nargs="?", default="parity", choices=["parity", "oracle"])
+    ap.add_argument("--folder", help="(oracle role) the work folder")
+    ap.add_argument("--variant", default="s")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    if args.role == "oracle":
+        return oracle(args.folder)
+    torch.set_num_threads(args.threads)
+    from crossformer_deploy.model.det import create_detector
+
+    inputs = [preprocess(photo, crop) for _, photo, crop in CASES]
+    report: dict = {"variant": args.variant, "threads": args.threads, "cases": []}
+    with tempfile.TemporaryDirectory(prefix="det-vs-mmdet-") as folder:
+        model = calibrated_model(args.variant, inputs[0][0])
+        torch.save({"state_dict": model.state_dict(), "meta": {"mmdet_version": "3.3.0"}},
+                   os.path.join(folder, "ckpt.pth"))
+        torch.save(inputs, os.path.join(folder, "inputs.pt"))
+        json.dump({"variant": args.variant, "threads": args.threads, "repeats": args.repeats},
+                  open(os.path.join(folder, "spec.json"), "w"))
+        t0 = time.perf_counter()
+        r = subprocess.run([ORACLE_PY, os.path.abspath(__file__), "oracle", "--folder", folder], text=True,
+                           capture_output=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        print(r.stdout, end="")
+        if r.returncode:
+            sys.exit(f"oracle failed:\n{r.stderr[-3000:]}")
+        print(f"oracle done in {time.perf_counter() - t0:.0f} s")
+        ours = create_detector(None, os.path.join(folder, "ckpt.pth"))  # read back strictly, as a user would
+        dummy, dsize = torch.randn(1, 3, 320, 320), torch.tensor([[300, 320, 600, 640]])
+        t0 = time.perf_counter()
+        det_graph = export(ours, (dummy, dsize), ["image", "image_size"], ["dets", "labels"])
+        raw_names = [f"{k}{i}" for k in ("neck", "cls", "reg") for i in range(5)]
+        raw_graph = export(Raw(ours), (dummy,), ["image"], raw_names)
+        print(f"exported once at 320x320 in {time.perf_counter() - t0:.0f} s ({len(det_graph) / 1e6:.0f} MB)")
+        det_engines, raw_engines = engines(det_graph, args.threads), engines(raw_graph, args.threads)
+        for i, ((name, _, _), (x, size)) in enumerate(zip(CASES, inputs)):
+            ref = torch.load(os.path.join(folder, f"oracle_{i}.pt"), weights_only=True)
+            want = [*ref["neck"], *ref["cls"], *ref["reg"]]
+            size_t = torch.tensor([size])
+            row = {"case": name, "input": list(x.shape), "image_size": size,
+                   "oracle_dets": len(ref["dets"][0]["scores"]),
+                   "oracle_dets_ge_0.3": int((ref["dets"][0]["scores"] >= SCORE_MIN).sum()),
+                   "oracle_latency_s": ref["latency_s"], "engines": {}}
+            runs = engine_runs(ours, det_engines, raw_engines, x, size_t)
+            for eng, (raw_fn, det_fn) in runs.items():
+                with torch.no_grad():
+                    raw = raw_fn()
+                    dets, labels = det_fn()
+                    times = []
+                    for _ in range(args.repeats):
+                        t0 = time.perf_counter()
+                        det_fn()
+                        times.append(time.perf_counter() - t0)
+                diff = max(float(np.abs(np.asarray(g) - w.numpy()).max()) for g, w in zip(raw, want))
+                matched, wanted = match_rate(ref["dets"][0], np.asarray(dets)[0], np.asarray(labels)[0])
+                row["engines"][eng] = {"raw_max_abs_diff": diff, "matched": matched, "wanted": wanted,
+                                       "latency_s": float(np.median(times))}
+                print(f"{name:22s} {eng:12s} raw max|diff| {diff:.2e}  matched {matched}/{wanted} "
+                      f"({100 * matched / max(wanted, 1):.1f} %)  {np.median(times):.2f} s", flush=True)
+            print(f"{name:22s} {'mmdet':12s} predict {ref['latency_s']:.2f} s "
+                  f"({row['oracle_dets']} dets, {row['oracle_dets_ge_0.3']} >= {SCORE_MIN})")
+            report["cases"].append(row)
+    if args.json:
+        json.dump(report, open(args.json, "w"), indent=1)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    main()
