@@ -64,6 +64,25 @@ def checkpoint_file(path: str | os.PathLike) -> str:
     return path
 
 
+def read_mm_state_dict(path: str | os.PathLike, framework: str, head: str, task: str) -> tuple[str, dict]:
+    """(path, tensors with ``module.`` stripped) of an OpenMMLab checkpoint (``{"state_dict": ..., "meta": ...}``);
+    ``framework`` ("MMSegmentation"), ``head`` (its head's key prefix, "decode_head.") and ``task`` ("seg") only
+    word the CheckpointError a classifier's or any other file gets."""
+    path = checkpoint_file(path)
+    obj = read_checkpoint(path)
+    sd = obj.get("state_dict") if isinstance(obj, dict) else None
+    if not isinstance(sd, dict):
+        inner = obj.get("model") if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else obj
+        keys = inner if isinstance(inner, dict) else {}
+        if any(str(k).endswith("head.weight") and not str(k).startswith(head) for k in keys):
+            raise CheckpointError(f"{path} is an image classifier checkpoint (head.weight, no {head}*); "
+                                  f"--task {task} needs the authors' {framework} checkpoint")
+        raise CheckpointError(f"{path} is not an {framework} checkpoint (no 'state_dict' with {head}*)")
+    if not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path}: no state dict of tensors found")
+    return path, {k.removeprefix("module."): v for k, v in sd.items()}
+
+
 def unwrap(obj: object, where: str = "checkpoint") -> dict[str, torch.Tensor]:
     for key in ("model", "state_dict", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):

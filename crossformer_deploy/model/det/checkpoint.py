@@ -16,10 +16,9 @@ from crossformer_deploy.base.errors import CheckpointError
 from crossformer_deploy.model.checkpoint import (
     DERIVED,
     asked_variant,
-    checkpoint_file,
     infer_config,
     load_strict,
-    read_checkpoint,
+    read_mm_state_dict,
 )
 from crossformer_deploy.model.det.config import AnchorConfig, DetConfig
 from crossformer_deploy.model.seg.config import released_backbone
@@ -30,19 +29,7 @@ TWO_STAGE = ("rpn_head.", "roi_head.")
 def read_det_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The detector's tensors (``backbone.``, ``neck.``, ``bbox_head.``); CheckpointError in one line for a
     classifier, segmenter, two-stage detector or backbone-only file."""
-    path = checkpoint_file(path)
-    obj = read_checkpoint(path)
-    sd = obj.get("state_dict") if isinstance(obj, dict) else None
-    if not isinstance(sd, dict):
-        inner = obj.get("model") if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else obj
-        keys = inner if isinstance(inner, dict) else {}
-        if any(str(k).endswith("head.weight") for k in keys):
-            raise CheckpointError(f"{path} is an image classifier checkpoint (head.weight, no bbox_head.*); "
-                                  "--task det needs the authors' MMDetection checkpoint")
-        raise CheckpointError(f"{path} is not an MMDetection checkpoint (no 'state_dict' with bbox_head.*)")
-    if not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"{path}: no state dict of tensors found")
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    path, sd = read_mm_state_dict(path, "MMDetection", "bbox_head.", "det")
     if any(k.startswith(("decode_head.", "auxiliary_head.")) for k in sd):
         raise CheckpointError(f"{path} is a segmentation checkpoint (decode_head.*), not a detection one")
     if any(k.startswith(TWO_STAGE) for k in sd):

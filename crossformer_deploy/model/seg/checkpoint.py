@@ -17,10 +17,9 @@ from crossformer_deploy.base.errors import CheckpointError
 from crossformer_deploy.model.checkpoint import (
     DERIVED,
     asked_variant,
-    checkpoint_file,
     infer_config,
     load_strict,
-    read_checkpoint,
+    read_mm_state_dict,
 )
 from crossformer_deploy.model.config import CrossFormerConfig
 from crossformer_deploy.model.seg.config import HEAD_LABELS, PPM_SCALES, SegConfig, released_backbone
@@ -33,19 +32,7 @@ TRAINING_ONLY = ("auxiliary_head.",)
 def read_seg_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The segmenter's tensors (``backbone.``, ``neck.``, ``decode_head.``); CheckpointError in one line for a
     classifier, detector or backbone-only file."""
-    path = checkpoint_file(path)
-    obj = read_checkpoint(path)
-    sd = obj.get("state_dict") if isinstance(obj, dict) else None
-    if not isinstance(sd, dict):
-        inner = obj.get("model") if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else obj
-        keys = inner if isinstance(inner, dict) else {}
-        if any(str(k).endswith("head.weight") and not str(k).startswith("decode_head.") for k in keys):
-            raise CheckpointError(f"{path} is an image classifier checkpoint (head.weight, no decode_head.*); "
-                                  "--task seg needs the authors' MMSegmentation checkpoint")
-        raise CheckpointError(f"{path} is not an MMSegmentation checkpoint (no 'state_dict' with decode_head.*)")
-    if not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"{path}: no state dict of tensors found")
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    path, sd = read_mm_state_dict(path, "MMSegmentation", "decode_head.", "seg")
     det = sorted(k for k in sd if k.startswith(DETECTION_MARKS))
     if det:
         raise CheckpointError(f"{path} is a detection checkpoint ({det[0].split('.')[0]}.*), not a segmentation one")
