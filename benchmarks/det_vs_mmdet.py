@@ -1,22 +1,28 @@
-"""RetinaNet-S at full size against MMDetection 3.3.0 + the authors' backbone: our PyTorch, ONE dynamic ONNX graph on
-ONNX Runtime and OpenVINO, and the oracle; parity and latency.
+"""RetinaNet-S and Mask R-CNN-S at full size against MMDetection 3.3.0 + the authors' backbone: our PyTorch, ONE
+dynamic ONNX graph on ONNX Runtime and OpenVINO, and the oracle; parity and latency.
 
     CROSSFORMER_OFFICIAL=/tmp/crossformer-official python benchmarks/det_vs_mmdet.py \\
-        [--variant s] [--threads 2] [--repeats 3] [--json benchmarks/det_vs_mmdet.json]
+        [--arch retinanet|mask_rcnn] [--variant s] [--threads 2] [--repeats 3] [--cases 2] \\
+        [--json benchmarks/det_vs_mmdet.json]
 
-Weights: our RetinaNet (``build_detector``, seed 0, 80 classes) with the head's last convs rescaled on the first
-case so that the class logits spread about 1.5 around a bias of -4 and the deltas about 0.3 (random weights
-otherwise saturate every sigmoid at 1.0: ties everywhere), saved as an mmdet checkpoint. The oracle venv (this
-file again, ``oracle`` role, /work/oracle-venv/bin/python) loads it strictly into mmdet's RetinaNet built from
-the authors' config values (tests/fixtures/mm_oracle/oracle_det.py) and runs ``predict(rescale=True)``.
+Weights: our detector (``build_detector``, seed 0, 80 classes) with the heads' last layers rescaled on the first
+case so that they look like a trained model's (random weights otherwise saturate every sigmoid at 1.0: ties
+everywhere): RetinaNet's class logits spread about 1.5 around a bias of -4 and its deltas about 0.3; Mask R-CNN's
+box-head logits spread about 2 around biases that even the classes out (the background's +2), its deltas about
+1 (x stds 0.1 / 0.2) and its mask logits about 2 around a median of 0; saved as an mmdet checkpoint. The oracle
+venv (this file again, ``oracle`` role, /work/oracle-venv/bin/python) loads it strictly into mmdet's detector
+built from the authors' config values (tests/fixtures/mm_oracle/oracle_det.py) and runs
+``predict(rescale=True)``.
 
 Cases (the authors' test pipeline: resize keeping the ratio to (1333, 800), ImageNet mean / std, pad to 32):
 samples/chelsea.jpg (400x266 -> 800x1203 in a 800x1216 input) and a 2:1 crop of samples/coffee.jpg (400x200 ->
 667x1333 in 672x1344). The ONNX graph is exported once at 320x320 and serves both.
 
-Reported per case and engine: max |neck / raw head - mmdet| (fp32), the share of mmdet's detections with score
->= 0.3 matched one-to-one (same label, IoU >= 0.99, score within 1e-4), and the median latency of the whole
-detector (image in, detections out) over ``--repeats`` runs, every engine on ``--threads`` threads.
+Reported per case and engine: max |neck / raw head - mmdet| (fp32; Mask R-CNN: neck and RPN maps), the share of
+mmdet's detections with score >= 0.3 matched one-to-one (same label, IoU >= 0.99, score within 1e-4), for Mask
+R-CNN the IoU of the matched detections' pasted masks (ours pasted by ``model/det/paste_masks.py``, mmdet's by
+its own rule: min and mean), and the median latency of the whole detector (image in, detections (and 28x28
+masks) out; pasting is host work and not timed) over ``--repeats`` runs, every engine on ``--threads`` threads.
 """
 from __future__ import annotations
 
@@ -68,12 +74,17 @@ def oracle(folder: str) -> None:
     spec = json.load(open(os.path.join(folder, "spec.json")))
     torch.set_num_threads(spec["threads"])
     sd = torch.load(os.path.join(folder, "ckpt.pth"), map_location="cpu", weights_only=True)["state_dict"]
-    cfg = oracle_det.model_dict(spec["variant"], 80)
+    two_stage = spec["arch"] == "mask_rcnn"
+    cfg = (oracle_det.mask_rcnn_dict if two_stage else oracle_det.model_dict)(spec["variant"], 80)
     inputs = torch.load(os.path.join(folder, "inputs.pt"), weights_only=True)
     for i, (x, size) in enumerate(inputs):
         model = oracle_det.build(cfg, sd)  # strict: every key of our checkpoint is mmdet's, and nothing else
         metas = [dict(img_shape=tuple(size[:2]), ori_shape=tuple(size[2:]))]
-        out = oracle_det.run(model, x, metas)  # neck, raw head and detections
+        if two_stage:  # neck, RPN maps, detections with pasted masks
+            full = oracle_det.run_mask_rcnn(model, x, metas)
+            out = dict(neck=full["neck"], cls=full["rpn_cls"], reg=full["rpn_reg"], dets=full["dets"])
+        else:
+            out = oracle_det.run(model, x, metas)  # neck, raw head and detections
         from mmdet.structures import DetDataSample
 
         samples = [DetDataSample(metainfo=dict(img_shape=tuple(size[:2]), ori_shape=tuple(size[2:]),
@@ -90,12 +101,14 @@ def oracle(folder: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- our side
-def calibrated_model(variant: str, x: torch.Tensor):
-    """Seed-0 RetinaNet with the head's output convs rescaled so that scores and deltas look like a trained
+def calibrated_model(variant: str, x: torch.Tensor, arch: str = "retinanet"):
+    """Seed-0 detector with the heads' output layers rescaled so that scores and deltas look like a trained
     model's (see the module docstring)."""
     from crossformer_deploy.model.det import build_detector
 
-    model = build_detector(variant, seed=0)
+    model = build_detector(variant, seed=0, arch=arch)
+    if arch == "mask_rcnn":
+        return _calibrate_mask_rcnn(model, x)
     with torch.no_grad():
         _, cls, reg = model.raw(x)
         head = model.bbox_head
@@ -106,23 +119,65 @@ def calibrated_model(variant: str, x: torch.Tensor):
     return model
 
 
-def match_rate(ref: dict, dets: np.ndarray, labels: np.ndarray) -> tuple[int, int]:
-    keep = ref["scores"] >= SCORE_MIN
+def _calibrate_mask_rcnn(model, x: torch.Tensor):
+    """Box-head logits spread ~2 around per-class biases that even the classes out (background +2), deltas ~1, mask
+    logits spread ~2 around a median of 0 per class, measured on the proposals and the detections of ``x``."""
+    size = torch.tensor([[x.shape[2], x.shape[3], x.shape[2], x.shape[3]]])
+    head, mask = model.roi_head.bbox_head, model.roi_head.mask_head
+    with torch.no_grad():
+        feats = model.features(x)
+        hw = (size[:, :1].float(), size[:, 1:2].float())
+        proposals, _ = model.proposals(feats, hw)
+        rois = proposals.reshape(-1, 4)
+        idx = torch.zeros(len(rois), dtype=torch.long)
+        cls, reg = model.roi_head.bbox_forward(feats[:4], rois, idx)
+        head.fc_cls.weight.mul_(2.0 / cls.std())
+        head.fc_cls.bias.mul_(2.0 / cls.std())
+        head.fc_cls.bias.sub_(model.roi_head.bbox_forward(feats[:4], rois, idx)[0].mean(0))
+        head.fc_cls.bias[-1] += 2.0
+        head.fc_reg.weight.mul_(1.0 / reg.std())
+        head.fc_reg.bias.zero_()
+        boxes, _, _, _ = model.detect(feats[:4], proposals, torch.ones_like(proposals[..., 0], dtype=torch.bool), hw)
+        logits = model.roi_head.mask_forward(feats[:4], boxes.reshape(-1, 4), idx[:boxes.shape[1]])
+        mask.conv_logits.weight.mul_(2.0 / logits.std())
+        mask.conv_logits.bias.mul_(2.0 / logits.std())
+        logits = model.roi_head.mask_forward(feats[:4], boxes.reshape(-1, 4), idx[:boxes.shape[1]])
+        mask.conv_logits.bias.sub_(logits.transpose(0, 1).flatten(1).median(1).values)
+    return model
+
+
+def mask_ious(ref: dict, pairs: list[tuple[int, int]], dets: np.ndarray, masks: np.ndarray) -> list[float]:
+    """IoU of each matched detection's mask, ours pasted into the original image, against mmdet's."""
+    from crossformer_deploy.model.det.paste_masks import paste_masks
+
+    h, w = ref["masks"].shape[1:]
+    ours = paste_masks(masks[[j for _, j in pairs]], dets[[j for _, j in pairs]], h, w)
+    out = []
+    for k, (i, _) in enumerate(pairs):
+        a, b = ours[k], ref["masks"][i]
+        union = int((a | b).sum())
+        out.append(1.0 if union == 0 else int((a & b).sum()) / union)
+    return out
+
+
+def match_pairs(ref: dict, dets: np.ndarray, labels: np.ndarray) -> tuple[list[tuple[int, int]], int]:
+    """(pairs (mmdet's row, our row), wanted) for mmdet's detections with score >= SCORE_MIN."""
+    keep = torch.nonzero(ref["scores"] >= SCORE_MIN).flatten()
     rb, rs, rl = ref["bboxes"][keep], ref["scores"][keep], ref["labels"][keep]
-    valid = labels >= 0
-    ob, os_, ol = (torch.from_numpy(np.asarray(a)) for a in (dets[valid, :4], dets[valid, 4], labels[valid]))
+    rows = np.nonzero(labels >= 0)[0]
+    ob, os_, ol = (torch.from_numpy(np.asarray(a)) for a in (dets[rows, :4], dets[rows, 4], labels[rows]))
     lt, rbt = torch.maximum(rb[:, None, :2], ob[None, :, :2]), torch.minimum(rb[:, None, 2:], ob[None, :, 2:])
     inter = (rbt - lt).clamp(min=0).prod(-1)
     area = lambda b: (b[:, 2:] - b[:, :2]).prod(-1)  # noqa: E731
     iou = inter / (area(rb)[:, None] + area(ob)[None] - inter)
     ok = (iou >= IOU_MIN) & (rl[:, None] == ol[None]) & ((rs[:, None] - os_[None]).abs() <= SCORE_TOL)
-    used, matched = set(), 0
+    used, pairs = set(), []
     for i in range(len(rb)):
         j = next((j for j in torch.nonzero(ok[i]).flatten().tolist() if j not in used), None)
         if j is not None:
             used.add(j)
-            matched += 1
-    return matched, len(rb)
+            pairs.append((int(keep[i]), int(rows[j])))
+    return pairs, len(rb)
 
 
 class Raw(torch.nn.Module):
@@ -167,7 +222,7 @@ def engines(proto: bytes, threads: int) -> dict:
 
 
 def engine_runs(ours, det_engines: dict, raw_engines: dict, x: torch.Tensor, size: torch.Tensor) -> dict:
-    """{engine: (raw(), detect())}: the 15 raw maps and (dets, labels) of one input, as numpy."""
+    """{engine: (raw(), detect())}: the 15 raw maps and (dets, labels[, masks]) of one input, as numpy."""
     def torch_raw() -> list[np.ndarray]:
         with torch.no_grad():
             return [t.numpy() for t in Raw(ours)(x)]
@@ -187,7 +242,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("role", nargs="?", default="parity", choices=["parity", "oracle"])
     ap.add_argument("--folder", help="(oracle role) the work folder")
+    ap.add_argument("--arch", default="retinanet", choices=["retinanet", "mask_rcnn"])
     ap.add_argument("--variant", default="s")
+    ap.add_argument("--cases", type=int, default=len(CASES), help="the first N cases only")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json")
@@ -197,14 +254,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from crossformer_deploy.model.det import create_detector
 
-    inputs = [preprocess(photo, crop) for _, photo, crop in CASES]
-    report: dict = {"variant": args.variant, "threads": args.threads, "cases": []}
+    cases = CASES[:args.cases]
+    two_stage = args.arch == "mask_rcnn"
+    inputs = [preprocess(photo, crop) for _, photo, crop in cases]
+    report: dict = {"arch": args.arch, "variant": args.variant, "threads": args.threads, "cases": []}
     with tempfile.TemporaryDirectory(prefix="det-vs-mmdet-") as folder:
-        model = calibrated_model(args.variant, inputs[0][0])
+        model = calibrated_model(args.variant, inputs[0][0], args.arch)
         torch.save({"state_dict": model.state_dict(), "meta": {"mmdet_version": "3.3.0"}},
                    os.path.join(folder, "ckpt.pth"))
         torch.save(inputs, os.path.join(folder, "inputs.pt"))
-        json.dump({"variant": args.variant, "threads": args.threads, "repeats": args.repeats},
+        json.dump({"arch": args.arch, "variant": args.variant, "threads": args.threads, "repeats": args.repeats},
                   open(os.path.join(folder, "spec.json"), "w"))
         t0 = time.perf_counter()
         r = subprocess.run([ORACLE_PY, os.path.abspath(__file__), "oracle", "--folder", folder], text=True,
@@ -216,12 +275,12 @@ def main() -> None:
         ours = create_detector(None, os.path.join(folder, "ckpt.pth"))  # read back strictly, as a user would
         dummy, dsize = torch.randn(1, 3, 320, 320), torch.tensor([[300, 320, 600, 640]])
         t0 = time.perf_counter()
-        det_graph = export(ours, (dummy, dsize), ["image", "image_size"], ["dets", "labels"])
+        det_graph = export(ours, (dummy, dsize), ["image", "image_size"], ours.output_names)
         raw_names = [f"{k}{i}" for k in ("neck", "cls", "reg") for i in range(5)]
         raw_graph = export(Raw(ours), (dummy,), ["image"], raw_names)
         print(f"exported once at 320x320 in {time.perf_counter() - t0:.0f} s ({len(det_graph) / 1e6:.0f} MB)")
         det_engines, raw_engines = engines(det_graph, args.threads), engines(raw_graph, args.threads)
-        for i, ((name, _, _), (x, size)) in enumerate(zip(CASES, inputs)):
+        for i, ((name, _, _), (x, size)) in enumerate(zip(cases, inputs)):
             ref = torch.load(os.path.join(folder, f"oracle_{i}.pt"), weights_only=True)
             want = [*ref["neck"], *ref["cls"], *ref["reg"]]
             size_t = torch.tensor([size])
@@ -233,18 +292,25 @@ def main() -> None:
             for eng, (raw_fn, det_fn) in runs.items():
                 with torch.no_grad():
                     raw = raw_fn()
-                    dets, labels = det_fn()
+                    dets, labels, *masks = det_fn()
                     times = []
                     for _ in range(args.repeats):
                         t0 = time.perf_counter()
                         det_fn()
                         times.append(time.perf_counter() - t0)
                 diff = max(float(np.abs(np.asarray(g) - w.numpy()).max()) for g, w in zip(raw, want))
-                matched, wanted = match_rate(ref["dets"][0], np.asarray(dets)[0], np.asarray(labels)[0])
-                row["engines"][eng] = {"raw_max_abs_diff": diff, "matched": matched, "wanted": wanted,
-                                       "latency_s": float(np.median(times))}
+                dets, labels = np.asarray(dets)[0], np.asarray(labels)[0]
+                pairs, wanted = match_pairs(ref["dets"][0], dets, labels)
+                matched = len(pairs)
+                res = row["engines"][eng] = {"raw_max_abs_diff": diff, "matched": matched, "wanted": wanted,
+                                             "latency_s": float(np.median(times))}
+                ious = ""
+                if two_stage:
+                    iou = mask_ious(ref["dets"][0], pairs, dets, np.asarray(masks[0])[0])
+                    res.update(mask_iou_min=min(iou, default=1.0), mask_iou_mean=float(np.mean(iou)) if iou else 1.0)
+                    ious = f"  mask IoU min {res['mask_iou_min']:.4f} mean {res['mask_iou_mean']:.4f}"
                 print(f"{name:22s} {eng:12s} raw max|diff| {diff:.2e}  matched {matched}/{wanted} "
-                      f"({100 * matched / max(wanted, 1):.1f} %)  {np.median(times):.2f} s", flush=True)
+                      f"({100 * matched / max(wanted, 1):.1f} %){ious}  {np.median(times):.2f} s", flush=True)
             print(f"{name:22s} {'mmdet':12s} predict {ref['latency_s']:.2f} s "
                   f"({row['oracle_dets']} dets, {row['oracle_dets_ge_0.3']} >= {SCORE_MIN})")
             report["cases"].append(row)

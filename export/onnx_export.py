@@ -8,9 +8,12 @@ dynamo exporter needed ``torch.export(strict=False)`` with hand-made dynamic sha
 for a tiny config, and left more shape arithmetic to fold (docs/architecture.md, "Export").
 
 A segmenter (``model/seg``) has a second input, ``output_size`` (int64 [2]: the original image's height and
-width, which the logits are resized back to), and outputs ``class_map`` (and ``logits``). Its backbone's nodes
-are renamed from ``/backbone/layers.i/...`` to the bare backbone's ``/layers.i/...``, so the passes, which find
-blocks by those scope names, serve it unchanged.
+width, which the logits are resized back to), and outputs ``class_map`` (and ``logits``). A whole detector
+(``model/det``) has a second input ``image_size`` (int64 [B, 4] rows: resized h, w, original h, w) and outputs
+``dets`` [B, 100, 5], ``labels`` [B, 100] (and ``masks`` [B, 100, 28, 28] for Mask R-CNN); it is traced at
+``DET_TRACE_SIZE`` whatever its ModelInfo says, the graph being dynamic. Their backbone's nodes are renamed from
+``/backbone/layers.i/...`` to the bare backbone's ``/layers.i/...``, so the passes, which find blocks by those
+scope names, serve them unchanged.
 """
 from __future__ import annotations
 
@@ -27,19 +30,21 @@ import torch
 from crossformer_deploy import __version__
 from crossformer_deploy.base.errors import ModelFileError, UsageError
 from crossformer_deploy.base.fileio import atomic_path, check_output_path
-from crossformer_deploy.base.model_info import SEGMENTER, ModelInfo
+from crossformer_deploy.base.model_info import DETECTOR, SEGMENTER, ModelInfo
 from crossformer_deploy.model.crossformer import CrossFormer
 from crossformer_deploy.model.seg.segmentor import Segmentor
 from crossformer_deploy.model.tracing import fixed_size_tracing
 
 DEFAULT_OPSET = 17
 SEG_INPUTS = ["image", "output_size"]
+DET_INPUTS = ["image", "image_size"]
+DET_TRACE_SIZE = (256, 320)  # a dynamic detector's trace input: any size gives the same graph, a small one fast
 # The segmenter's backbone scopes that are renamed to the bare backbone's (see the module docstring).
 BACKBONE_SCOPES = ("/backbone/layers.", "/backbone/patch_embed/")
 
 
 def output_names(model: CrossFormer | Segmentor) -> list[str]:
-    if model.mode == SEGMENTER:
+    if model.mode in (SEGMENTER, DETECTOR):
         return model.output_names
     return ["logits"] if model.mode == "classifier" else [f"stage{i + 1}" for i in range(model.cfg.num_stages)]
 
@@ -49,6 +54,8 @@ def dynamic_axes(model: CrossFormer | Segmentor, dynamic_size: bool,
     axes: dict[str, dict[int, str]] = {"image": {}}
     if dynamic_batch:
         axes["image"][0] = "batch"
+        if model.mode == DETECTOR:
+            axes["image_size"] = {0: "batch"}
     if dynamic_size:
         axes["image"].update({2: "height", 3: "width"})
     for i, name in enumerate(output_names(model)):
@@ -66,21 +73,33 @@ def to_onnx(model: CrossFormer | Segmentor, info: ModelInfo, opset: int = DEFAUL
     if opset < 17:
         raise UsageError(f"opset {opset} is too old: LayerNormalization needs opset >= 17")
     h, w = info.input_size
+    seg, det = model.mode == SEGMENTER, model.mode == DETECTOR
+    if det and info.dynamic:
+        h, w = DET_TRACE_SIZE
     model.eval()
     dummy = torch.randn(info.batch or 1, model.cfg.in_chans, h, w)
-    seg = model.mode == SEGMENTER
-    # a segmenter's dummy original size differs from the input's, so no resize is traced as an identity
-    args = (dummy, torch.tensor([h - 1, w + 1])) if seg else (dummy,)
+    # a segmenter's dummy original size differs from the input's, so no resize is traced as an identity. A
+    # detector's sizes are graph inputs and leave no trace in the graph, but while tracing, its NMS runs eagerly
+    # (model/det/nms.py) on every candidate box: for RetinaNet a 2x2 real image clips all but a few boxes to
+    # nothing (score 0), which cuts the trace from ~35 s to seconds; Mask R-CNN's RoI stages keep a real size
+    if seg:
+        args = (dummy, torch.tensor([h - 1, w + 1]))
+    elif det:
+        row = [2, 2, 5, 3] if getattr(model.det_cfg, "arch", "") == "retinanet" else [h - 8, w - 8, 2 * h, 2 * w - 5]
+        args = (dummy, torch.tensor([row] * (info.batch or 1)))
+    else:
+        args = (dummy,)
+    names = SEG_INPUTS if seg else DET_INPUTS if det else ["image"]
     axes = dynamic_axes(model, info.dynamic, info.batch is None)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about sizes: sizes are graph values by design
         with fixed_size_tracing() if not info.dynamic else contextlib.nullcontext():
             torch.onnx.export(model, args, buf, dynamo=False, opset_version=opset,
-                              input_names=SEG_INPUTS if seg else ["image"], output_names=output_names(model),
+                              input_names=names, output_names=output_names(model),
                               dynamic_axes=axes, do_constant_folding=True)
     proto = onnx.load_from_string(buf.getvalue())
-    if seg:
+    if seg or det:
         unprefix_backbone(proto)
     cfg = model.cfg
     props = {**info.to_props(), "dynamic_axes": json.dumps(axes), "version": __version__,

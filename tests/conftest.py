@@ -87,3 +87,24 @@ def fpn_onnx(tmp_path_factory, seg_ckpts):
     assert r.returncode == 0, r.stderr
     assert "fpn segmenter" in r.stderr
     return path
+
+
+@pytest.fixture(scope="session")
+def small_det_ckpt(tmp_path_factory):
+    """A small RetinaNet's mmdet checkpoint (tests/helpers.small_detector); read-only."""
+    from tests.helpers import small_detector, write_det_checkpoint
+
+    return write_det_checkpoint(small_detector(), str(tmp_path_factory.mktemp("det_ckpt") / "retinanet_small.pth"))
+
+
+@pytest.fixture(scope="session")
+def small_det_onnx(tmp_path_factory, small_det_ckpt):
+    """The small RetinaNet exported by crossformer-export --task det (classes and variant off the file), recording
+    the small resize bound DET_SCALE_SMALL so that photos run at about 96x128."""
+    from tests.helpers import DET_SCALE_SMALL, cli
+
+    path = str(tmp_path_factory.mktemp("det") / "retinanet_small.onnx")
+    r = cli("export", "--task", "det", "--weights", small_det_ckpt, "--scale", DET_SCALE_SMALL, "-o", path)
+    assert r.returncode == 0, r.stderr
+    assert "retinanet detector, 80 classes, scale 128x96" in r.stderr and "warning" not in r.stderr
+    return path

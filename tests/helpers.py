@@ -163,3 +163,54 @@ def write_seg_checkpoint(golden: dict, name: str, path: str, extra: dict | None 
             "iter": 80000, "hook_msgs": {"best_score": np.float64(0.4)}}
     torch.save({"meta": meta, "state_dict": sd, **(extra or {})}, path)
     return path
+
+
+# Whole detectors for the command tests: a small RetinaNet (tiny backbone, FPN and head 16 wide, one tower conv,
+# COCO's 80 classes) whose seeded random classifier gets a trained detector's spread: a low bias and scaled
+# weights: on the sample photos 7, 6 and 0 detections score >= 0.3 at the small scale below, most pairs < 0.05.
+DET_SCALE_SMALL = "128x96"  # the resize bound the test exports record: a 400x266 sample runs at 85x128 (96x128)
+
+
+def small_detector(seed: int = 0):
+    from crossformer_deploy.model.config import get_config
+    from crossformer_deploy.model.det import DetConfig, build_detector
+    from crossformer_deploy.model.seg.config import released_backbone
+
+    cfg = DetConfig(released_backbone(get_config("tiny"), "retinanet"), 80, neck_channels=16, feat_channels=16,
+                    stacked_convs=1)
+    model = build_detector(cfg, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        cls = model.bbox_head.retina_cls
+        cls.weight.copy_(torch.randn(cls.weight.shape, generator=g) * 0.3)
+        cls.bias.copy_(torch.randn(cls.bias.shape, generator=g) * 0.5 - 4.0)
+    return model
+
+
+def write_det_checkpoint(model, path: str) -> str:
+    """``model`` as the authors' mmdet runner saves a RetinaNet: ``state_dict`` (mmdet's keys) and a ``meta``."""
+    sd = {k: v for k, v in model.state_dict().items() if not k.endswith(("attn.relative_position_index",
+                                                                       "attn.biases", "attn_mask"))}
+    meta = {"mmdet_version": "3.3.0", "dataset_meta": {"classes": ("person",) * model.num_classes}, "epoch": 12}
+    torch.save({"meta": meta, "state_dict": sd}, path)
+    return path
+
+
+def small_mask_rcnn(seed: int = 0):
+    """A small Mask R-CNN (tiny backbone, FPN / RPN / mask head 16 wide, fcs 32, one mask conv, 5 classes) whose
+    seeded random box classifier is spread (tens of detections >= 0.3 on the sample photos at DET_SCALE_SMALL) and
+    mask logits scaled so that masks cross 0.5."""
+    from crossformer_deploy.model.config import get_config
+    from crossformer_deploy.model.det import MaskRCNNConfig, build_detector
+    from crossformer_deploy.model.seg.config import released_backbone
+
+    cfg = MaskRCNNConfig(released_backbone(get_config("tiny"), "mask_rcnn"), 5, neck_channels=16, rpn_channels=16,
+                         fc_channels=32, mask_channels=16, mask_convs=1)
+    model = build_detector(cfg, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        fc = model.roi_head.bbox_head.fc_cls
+        fc.weight.copy_(torch.randn(fc.weight.shape, generator=g) * 6.0 / math.sqrt(fc.weight.shape[1]))
+        fc.bias.zero_()
+        model.roi_head.mask_head.conv_logits.weight.mul_(8.0)
+    return model

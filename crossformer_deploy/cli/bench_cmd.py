@@ -11,6 +11,13 @@ from crossformer_deploy import bench
 from crossformer_deploy.base.errors import UsageError
 from crossformer_deploy.base.fileio import check_output_path, write_bytes_atomic
 from crossformer_deploy.base.sizes import parse_size
+from crossformer_deploy.bench.det import (
+    DET_BACKENDS,
+    DetBenchConfig,
+    check_det_backends,
+    format_det_table,
+    run_det_bench,
+)
 from crossformer_deploy.bench.profile import PROFILABLE
 from crossformer_deploy.bench.seg import (
     SEG_BACKENDS,
@@ -33,6 +40,7 @@ EXAMPLES = f"""examples:
   crossformer-bench --variant s --batch 1,8 --recommend     # the fastest faithful path here, and how to get it
   crossformer-bench --variant s --provider torch-cuda --batch 1,64      # an NVIDIA GPU
   crossformer-bench --task seg --variant s --head upernet --sizes 512 --json seg.json   # a whole segmenter
+  crossformer-bench --task det --weights retinanet_crossformer_s.pth --json det.json    # a whole detector, 800x1216
 
 backends: {', '.join(bench.BACKENDS)}
 peers (what a user runs without us): {', '.join(bench.PEERS)}; ours: {', '.join(bench.OURS)}
@@ -44,6 +52,8 @@ tells a faithful path (fp32 max abs <= 1e-4, bf16/fp16 cosine >= 0.9995, int8 co
 that is not.
 --task seg times a whole segmenter (--head upernet|fpn, default sizes 512) on {', '.join(SEG_BACKENDS)},
 scoring the class map's pixels against PyTorch's (bench/seg.py).
+--task det times a whole detector (default size 800x1216, a COCO photo's input) on {', '.join(DET_BACKENDS)},
+scoring the detections against PyTorch's (bench/det.py).
 """
 
 
@@ -53,11 +63,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=VARIANT_CHOICES,
                    help="architecture (default: read from --weights, else s)")
     p.add_argument("--weights", help="checkpoint (default: random weights, seed 0: speed does not depend on them)")
-    p.add_argument("--task", choices=["classify", "seg"], default="classify",
-                   help="classify (default): a classifier; seg: a whole segmenter (bench/seg.py)")
+    p.add_argument("--task", choices=["classify", "seg", "det"], default="classify",
+                   help="classify (default): a classifier; seg: a whole segmenter (bench/seg.py); det: a whole "
+                   "detector (bench/det.py)")
     p.add_argument("--head", choices=["upernet", "fpn"], help="with --task seg: the decode head (default: read from "
                    "--weights, else upernet)")
-    p.add_argument("--sizes", help="comma list of N or HxW (default 224; --task seg 512)")
+    p.add_argument("--sizes", help="comma list of N or HxW (default 224; --task seg 512; --task det 800x1216)")
     p.add_argument("--batch", default="1", help="comma list of batch sizes (default 1)")
     p.add_argument("--backends", help="comma list (default: all, or those of --provider)")
     p.add_argument("--provider", choices=sorted(PROVIDER_BACKENDS),
@@ -101,6 +112,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             check_output_path(out)
     if args.task == "seg":
         return run_seg(args, argv)
+    if args.task == "det":
+        return run_det(args, argv)
     if args.head:
         raise UsageError("--head is for --task seg")
     args.sizes = args.sizes or "224"
@@ -125,14 +138,32 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
-def run_seg(args: argparse.Namespace, argv: list[str]) -> int:
+def _refuse_classifier_options(args: argparse.Namespace, what: str) -> None:
     given = [flag for flag, on in (("--plot", args.plot), ("--profile", args.profile), ("--recommend", args.recommend),
                                    ("--official", args.official != os.environ.get("CROSSFORMER_OFFICIAL_MODEL")),
                                    ("--provider", args.provider),
                                    ("--calib", args.calib)) if on]
     if given:
-        raise UsageError(f"{', '.join(given)}: not for --task seg (a segmenter's bench has no peers, profiles, "
+        raise UsageError(f"{', '.join(given)}: not for --task {args.task} ({what}'s bench has no peers, profiles, "
                          f"plots or INT8 paths yet)")
+
+
+def run_det(args: argparse.Namespace, argv: list[str]) -> int:
+    _refuse_classifier_options(args, "a detector")
+    if args.head:
+        raise UsageError("--head is for --task seg")
+    names = parse_list(args.backends, str, "backend") if args.backends else list(DET_BACKENDS)
+    sizes = tuple(parse_list(args.sizes, parse_size, "size")) if args.sizes else DetBenchConfig(None).sizes
+    cfg = DetBenchConfig(sizes=sizes, backends=check_det_backends(names), **_shared(args))
+    report = run_det_bench(cfg, log=lambda line: print(line, file=sys.stderr))
+    report["command"] = shlex.join(["crossformer-bench", *argv])
+    print(format_det_table(report))
+    _write_json(args.json, report)
+    return 0
+
+
+def run_seg(args: argparse.Namespace, argv: list[str]) -> int:
+    _refuse_classifier_options(args, "a segmenter")
     names = parse_list(args.backends, str, "backend") if args.backends else list(SEG_BACKENDS)
     cfg = SegBenchConfig(head=args.head, sizes=tuple(parse_list(args.sizes or "512", parse_size, "size")),
                          backends=check_seg_backends(names), **_shared(args))

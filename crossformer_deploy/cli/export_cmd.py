@@ -1,6 +1,7 @@
 """crossformer-export: a CrossFormer checkpoint -> ONNX (dynamic batch/height/width by default),
 optionally through a target's graph passes, to FP16 or INT8, and on to a TensorRT engine; with --task seg
-the authors' whole segmenter (Semantic FPN or UPerNet) from its MMSegmentation checkpoint."""
+the authors' whole segmenter (Semantic FPN or UPerNet) from its MMSegmentation checkpoint, with --task det their
+whole detector (RetinaNet or Mask R-CNN) from its MMDetection checkpoint."""
 from __future__ import annotations
 
 import argparse
@@ -10,19 +11,21 @@ import time
 
 from crossformer_deploy.base.errors import UsageError
 from crossformer_deploy.base.fileio import check_output_path, check_writable_dir
-from crossformer_deploy.base.model_info import ModelInfo
+from crossformer_deploy.base.model_info import DET_SCALE, ModelInfo
 from crossformer_deploy.base.sizes import parse_size
 from crossformer_deploy.cli.common import Steps, default_variant, positive_int, run_main
 from crossformer_deploy.engines.tensorrt.build import build_engine, check_engine_path
 from crossformer_deploy.engines.tensorrt.device import current_device_identity
 from crossformer_deploy.engines.tensorrt.profiles import max_size as profiles_max
 from crossformer_deploy.engines.tensorrt.profiles import parse_profiles
+from crossformer_deploy.export.det_info import detector_info
 from crossformer_deploy.export.onnx_export import DEFAULT_OPSET, save_onnx
 from crossformer_deploy.export.pipeline import TARGETS
 from crossformer_deploy.export.precision.placement import ALL, PLACEMENTS
 from crossformer_deploy.export.recipe import Int8Options, Recipe
 from crossformer_deploy.export.recipe import build as recipe_build
 from crossformer_deploy.model.config import VARIANT_CHOICES
+from crossformer_deploy.model.det import build_detector
 from crossformer_deploy.model.factory import build_model, weights_label
 from crossformer_deploy.model.seg.config import HEADS
 from crossformer_deploy.model.seg.factory import build_segmenter, segmenter_info
@@ -38,11 +41,19 @@ EXAMPLES = """examples:
   crossformer-export --weights mask_rcnn_cross_s.pth --mode backbone -o backbone.onnx
   crossformer-export --task seg --weights upernet_crossformer_s.pth -o upernet_s.onnx     # head, variant: from the file
   crossformer-export --task seg --weights fpn_crossformer_b.pth --logits --int8 --calib ade_val/ -o fpn_b_int8.onnx
+  crossformer-export --task det --weights retinanet_crossformer_s.pth -o retinanet_s.onnx  # classes: from the file
 
 --task seg: one graph from image [B, 3, H, W] (AlignResized: multiples of 32) and output_size [2] int64 (the
 original image's height, width) to class_map [B, H0, W0] int64 (with --logits also logits [B, K, H0, W0]): the
 authors' test path (mmseg whole-image inference) in one graph, every size dynamic. INT8 calibrates on crops of
 the images at --calib-size (default 512x512).
+
+--task det: one graph from image [B, 3, H, W] (resized keeping the ratio to --scale, padded to multiples of 32)
+and image_size [B, 4] int64 (per image: resized h, w, original h, w) to dets [B, 100, 5] (x1, y1, x2, y2, score in
+original-image pixels; unused rows 0) and labels [B, 100] int64 (-1 unused), Mask R-CNN also masks [B, 100, 28, 28]
+(probabilities): mmdet's test path with anchors, box decoding and NMS in the graph (standard ONNX ops), batch,
+height and width dynamic. fp32 only so far; targets
+plain, onnxruntime, openvino (docs/detection_cli.md).
 
 targets: plain (the exporter's graph), onnxruntime / openvino (folded shape arithmetic; with a static
 size or --max-size the DPB MLP is precomputed), tensorrt (one crossformer::GroupedAttention plugin node
@@ -61,11 +72,12 @@ def parser() -> argparse.ArgumentParser:
                    help="architecture (default: read from --weights, else s)")
     p.add_argument("--weights", help="checkpoint (.pth release/mmdet layout or .safetensors); "
                    "without it the weights are random (seed --seed)")
-    p.add_argument("--task", choices=["classify", "seg"], default="classify",
-                   help="classify (default): a classifier or backbone; seg: a whole segmenter (mmseg checkpoint)")
+    p.add_argument("--task", choices=["classify", "seg", "det"], default="classify",
+                   help="classify (default): a classifier or backbone; seg: a whole segmenter (mmseg checkpoint); "
+                   "det: a whole detector (mmdet checkpoint)")
     p.add_argument("--mode", choices=["classifier", "backbone"], help="with --task classify (default classifier)")
     p.add_argument("--num-classes", type=positive_int,
-                   help="classes (default: from the checkpoint, else 1000; a segmenter 150)")
+                   help="classes (default: from the checkpoint, else 1000; a segmenter 150, a detector 80)")
     s = p.add_argument_group("segmentation (--task seg)")
     s.add_argument("--head", choices=HEADS, help="decode head: fpn (Semantic FPN) or upernet (default: read from "
                    "--weights, else upernet)")
@@ -74,6 +86,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--grouping", metavar="G,G,G,G/I,I,I,I", help="the backbone's group sizes and intervals (default: "
                    "the authors' config for the variant and head: 14,14,7,7/16,8,2,1 for Semantic FPN S and L, "
                    "7,7,7,7/8,4,2,1 otherwise); they leave no trace in a checkpoint")
+    d = p.add_argument_group("detection (--task det)")
+    d.add_argument("--arch", choices=["retinanet", "mask_rcnn"], help="the detector (default: read from --weights, "
+                   "else retinanet)")
+    d.add_argument("--scale", metavar="LONGxSHORT", help="the test pipeline's resize bound recorded in the graph "
+                   f"(mmdet Resize(scale, keep_ratio=True); default {DET_SCALE[0]}x{DET_SCALE[1]}, the authors' COCO "
+                   "configs); crossformer-infer / -validate / Triton resize each image by it")
     p.add_argument("--static", metavar="HxW", help="export a fixed-size graph instead of dynamic height/width")
     p.add_argument("--batch", type=positive_int, help="fix the batch size (default: dynamic)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
@@ -109,20 +127,27 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--shapes", help="engine profile(s), e.g. min:1x224x224,opt:8x224x224,max:32x384x384")
     p.add_argument("-o", "--output", help="ONNX file to write (atomically); default: in the current folder, "
                    "crossformer-VARIANT[-backbone][-fp16|-fp16io|-int8][-TARGET][-HxW][-bN].onnx (--task seg: "
-                   "crossformer-seg-HEAD-VARIANT[-logits]-...; only what "
+                   "crossformer-seg-HEAD-VARIANT[-logits]-..., --task det: crossformer-det-KIND-VARIANT-...; only what "
                    "differs from classifier, fp32, target plain, dynamic size and batch), path printed on stdout")
     return p
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    seg = args.task == "seg"
+    seg, det = args.task == "seg", args.task == "det"
     if seg and (args.mode or args.crop_ratio is not None):
         raise UsageError("--mode and --crop-ratio are for --task classify (a segmenter takes the whole image, "
                          "AlignResized)")
+    if det and (args.mode or args.crop_ratio is not None):
+        raise UsageError("--mode and --crop-ratio are for --task classify (a detector takes the whole image, "
+                         "resized keeping its ratio)")
     if not seg and (args.head or args.logits or args.grouping):
         raise UsageError("--head, --logits and --grouping are for --task seg")
+    if (args.scale or args.arch) and not det:
+        raise UsageError("--scale and --arch are for --task det")
+    if det:
+        _check_det_args(args)
     args.mode = args.mode or "classifier"
-    args.crop_ratio = 1.0 if seg else 0.875 if args.crop_ratio is None else args.crop_ratio
+    args.crop_ratio = 1.0 if seg or det else 0.875 if args.crop_ratio is None else args.crop_ratio
     if not 0.1 <= args.crop_ratio <= 1.0:
         raise UsageError(f"--crop-ratio {args.crop_ratio} is outside 0.1..1")
     if args.fp16 and args.int8:
@@ -139,6 +164,29 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError("--engine needs --target tensorrt")
 
 
+def _check_det_args(args: argparse.Namespace) -> None:
+    """What a detector export does not do yet: one line each, before the model is read."""
+    for flag, given in (("--fp16", args.fp16), ("--int8", args.int8), ("--engine", args.engine),
+                        ("--target tensorrt", args.target == "tensorrt")):
+        if given:
+            raise UsageError(f"{flag} is not supported yet for --task det (fp32 graphs for ONNX Runtime and "
+                             "OpenVINO: targets plain, onnxruntime, openvino)")
+    if args.static:
+        raise UsageError("--static is not supported for --task det: one dynamic graph serves every image size "
+                         "(each image is resized by --scale and padded to a multiple of 32)")
+
+
+def parse_scale(text: str) -> tuple[int, int]:
+    """"1333x800" -> (1333, 800): mmdet's Resize scale, the long and the short side's bounds (either order)."""
+    try:
+        a, b = (int(v) for v in text.lower().split("x"))
+        if min(a, b) < 1:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--scale {text!r} is not LONGxSHORT (positive integers, e.g. 1333x800)") from None
+    return max(a, b), min(a, b)
+
+
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
     # Every file this run writes can be written: known now, not after minutes of export or calibration.
@@ -149,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
     if args.calib_cache:
         check_output_path(args.calib_cache)
     size = parse_size(args.static) if args.static else (512, 512) if args.task == "seg" else (224, 224)
+    scale = parse_scale(args.scale) if args.scale else DET_SCALE
     grouping = parse_grouping(args.grouping) if args.grouping else None
     max_size = parse_size(args.max_size) if args.max_size else None
     profiles = None
@@ -169,6 +218,14 @@ def run(args: argparse.Namespace) -> int:
                                 args.num_classes, grouping, return_logits=args.logits, seed=args.seed)
         args.head = model.seg_cfg.head  # read off the checkpoint: the default name says it
         info = segmenter_info(model, label, size, args.static is None, args.batch, variant or _name(model))
+    elif args.task == "det":
+        model = build_detector(variant, args.weights, args.num_classes, seed=args.seed, arch=args.arch)
+        info = detector_info(model, label, scale, args.batch, variant or _name(model))
+        args.head = info.head  # retinanet: in the default name
+        size = tuple(info.input_size)
+        if args.weights is None:
+            print(f"warning: no --weights: an untrained {model.det_cfg.label} (seed {args.seed}), whose detections "
+                  "are meaningless; pass the authors' MMDetection checkpoint with --weights", file=sys.stderr)
     else:
         model = build_model(variant, args.weights, args.mode, args.num_classes, seed=args.seed)
         info = ModelInfo(variant=variant or _name(model), mode=args.mode, num_classes=model.num_classes,
@@ -186,7 +243,8 @@ def run(args: argparse.Namespace) -> int:
         build_engine(args.output, args.engine, profiles, progress=step)
     step.close()
     shape = f"{args.batch or 'B'}x3x{size[0]}x{size[1]}" if args.static else f"{args.batch or 'B'}x3xHxW"
-    what = f"{info.head} segmenter" if args.task == "seg" else args.mode
+    what = (f"{info.head} segmenter" if args.task == "seg" else f"{info.head} detector, {info.num_classes} classes, "
+            f"scale {info.scale[0]}x{info.scale[1]}" if args.task == "det" else args.mode)
     print(f"wrote {args.output} ({info.variant}, {what}, {recipe.precision}, target {args.target}, input {shape}, "
           f"{time.perf_counter() - t0:.1f} s)" + (f"; engine {args.engine}" if args.engine else ""), file=sys.stderr)
     if args.task == "seg" and recipe.precision == "int8":
@@ -217,6 +275,8 @@ def default_output(variant: str, args: argparse.Namespace, size: tuple[int, int]
     parts = ["crossformer", variant]
     if args.task == "seg":
         parts = ["crossformer", "seg", args.head, variant] + (["logits"] if args.logits else [])
+    elif args.task == "det":
+        parts = ["crossformer", "det", args.head, variant]
     elif args.mode not in (None, "classifier"):  # None: not given (run() fills it in)
         parts.append(args.mode)
     if args.fp16:

@@ -1,5 +1,6 @@
-"""crossformer-infer: classify images with an exported CrossFormer (ONNX Runtime CPU by default), or with
---task seg segment them (a class-map PNG and a colour overlay PNG per image)."""
+"""crossformer-infer: classify images with an exported CrossFormer (ONNX Runtime CPU by default), with
+--task seg segment them (a class-map PNG and a colour overlay PNG per image), with --task det detect objects in
+them (a PNG with the boxes drawn and a JSON of the detections per image)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,7 @@ import os
 import sys
 
 from crossformer_deploy.base.cache import cache_dir
+from crossformer_deploy.base.det_draw import draw_detections
 from crossformer_deploy.base.errors import ImageError, UsageError
 from crossformer_deploy.base.fileio import check_writable_dir, write_bytes_atomic
 from crossformer_deploy.base.images import list_images, load_image
@@ -17,12 +19,15 @@ from crossformer_deploy.base.palette import class_map_png, overlay
 from crossformer_deploy.base.sizes import parse_size
 from crossformer_deploy.cli.common import classifier_from_args, default_variant, positive_int, run_main
 from crossformer_deploy.engines.open_model import open_runner, read_model_info
+from crossformer_deploy.export.det_info import detector_info
 from crossformer_deploy.export.onnx_export import export
 from crossformer_deploy.model.config import VARIANT_CHOICES, get_config
+from crossformer_deploy.model.det import build_detector
 from crossformer_deploy.model.factory import weights_label
 from crossformer_deploy.model.seg.config import HEADS
 from crossformer_deploy.model.seg.factory import build_segmenter, segmenter_info
 from crossformer_deploy.runtime.classify import classify
+from crossformer_deploy.runtime.detect import DEFAULT_SCORE_THR, DetectionResult, check_detector, detect
 from crossformer_deploy.runtime.runner import Runner
 from crossformer_deploy.runtime.segment import Segmentation, check_segmenter, segment
 from crossformer_deploy.runtime.torch_cuda_runner import TorchCudaRunner, torch_cuda_device
@@ -34,10 +39,18 @@ EXAMPLES = """examples:
   crossformer-infer photos/ --weights crossformer-s.pth --provider torch-cuda --batch-size 32
   crossformer-infer --task seg street.jpg --weights upernet_crossformer_s.pth --out-dir seg/
   crossformer-infer --task seg photos/ --model upernet_s.onnx --provider openvino --out-dir seg/ --json
+  crossformer-infer --task det street.jpg --model retinanet_s.onnx --out-dir det/ --score-thr 0.3
+  crossformer-infer --task det photos/ --weights retinanet_crossformer_s.pth --out-dir det/ --batch-size 2
 
 --task seg writes, per image, NAME_classes.png (pixel value = class id, with a colour palette) and
 NAME_overlay.png (the image with the class colours blended in) at the image's own size, under --out-dir
 (folders given as input are mirrored there); the image is AlignResized as the authors' test pipeline does.
+
+--task det writes, per image, NAME_det.png (boxes, class names and scores drawn; Mask R-CNN's masks blended in)
+and NAME_det.json (image size and each detection's box x1, y1, x2, y2 in the image's pixels, score, label id,
+class name) under --out-dir, for the detections scoring at least --score-thr (default 0.3); an image with none
+gets an empty list, not an error. Images are resized as mmdet's test pipeline does (keep ratio, the scale the
+graph records, 1333x800 by default), one at a time (--batch-size N: N at a time, padded to the largest).
 
 --provider torch-cuda runs the checkpoint itself in PyTorch on an NVIDIA GPU (fp16, the fused Triton
 attention kernel, one CUDA graph per input shape): no export, no TensorRT.
@@ -59,8 +72,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crossformer-infer", description=__doc__.split(":", 1)[1].strip(),
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--task", choices=["classify", "seg"], default="classify",
-                   help="classify (default) or seg: per-pixel classes from a segmenter")
+    p.add_argument("--task", choices=["classify", "seg", "det"], default="classify",
+                   help="classify (default), seg: per-pixel classes from a segmenter, det: boxes from a detector")
     src = p.add_argument_group("model (one of)")
     src.add_argument("--model", help="an exported model: .onnx (ONNX Runtime / OpenVINO) or .plan (TensorRT)")
     src.add_argument("--variant", choices=VARIANT_CHOICES, help="export this variant (default s)")
@@ -69,15 +82,20 @@ def parser() -> argparse.ArgumentParser:
                    help="ONNX execution backend (default cpu); torch-cuda: the checkpoint in PyTorch on a GPU")
     p.add_argument("--topk", type=positive_int, default=5)
     p.add_argument("--size", help="input size N or HxW, a multiple of 32 (default: the model's, 224)")
-    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--batch-size", type=positive_int, help="images per run (default 8; --task det 1)")
     p.add_argument("--threads", type=positive_int, help="CPU threads (default: the runtime's choice)")
     p.add_argument("--json", action="store_true", help="print JSON (one list) instead of a table")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (exit 2)")
     g = p.add_argument_group("segmentation (--task seg)")
     g.add_argument("--head", choices=HEADS, help="without --model and --weights: the untrained head to export "
                    "(default upernet)")
-    g.add_argument("--out-dir", default=".", help="where the PNGs go (default: the current folder)")
-    g.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours (default 0.5)")
+    g.add_argument("--out-dir", default=".", help="--task seg / det: where the PNGs (and JSONs) go (default: the "
+                   "current folder)")
+    g.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours (default 0.5; "
+                   "--task det: of the masks)")
+    d = p.add_argument_group("detection (--task det)")
+    d.add_argument("--score-thr", type=float, help=f"detections drawn and listed: score >= this (default "
+                   f"{DEFAULT_SCORE_THR}; the graph itself keeps score > 0.05)")
     return p
 
 
@@ -92,6 +110,8 @@ def ensure_model(args: argparse.Namespace) -> str:
     tag = label.split("sha256=")[1][:16] if args.weights else "random0"
     if args.task == "seg":
         return _ensure_segmenter(args, variant, label, tag)
+    if args.task == "det":
+        return _ensure_detector(args, variant, label, tag)
     path = os.path.join(cache_dir(), f"crossformer-{variant or 'ckpt'}-{tag}.onnx")
     if not os.path.exists(path):
         # the checkpoint is read (and checked against --variant) before saying an export is on its way
@@ -114,6 +134,17 @@ def _ensure_segmenter(args: argparse.Namespace, variant: str | None, label: str,
     return path
 
 
+def _ensure_detector(args: argparse.Namespace, variant: str | None, label: str, tag: str) -> str:
+    """The cached detector export of --weights (or an untrained --variant one), made once."""
+    path = os.path.join(cache_dir(), f"crossformer-det-{variant or 'ckpt'}-{tag}.onnx")
+    if not os.path.exists(path):
+        model = build_detector(variant, args.weights)  # read and checked before saying anything
+        print(f"exporting {model.det_cfg.label if not args.weights else args.weights} to ONNX once: {path}",
+              file=sys.stderr)
+        export(model, path, detector_info(model, label))
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     failures: list[ImageError] = []
 
@@ -122,10 +153,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"crossformer-infer: error: {e}", file=sys.stderr)
 
     on_error = None if args.strict else skip
+    if args.task != "det" and args.score_thr is not None:
+        raise UsageError("--score-thr is for --task det")
     if args.task == "seg":
         return _run_seg(args, failures, on_error)
+    if args.task == "det":
+        return _run_det(args, failures, on_error)
     if args.head or args.out_dir != "." or args.alpha != 0.5:
-        raise UsageError("--head, --out-dir and --alpha are for --task seg")
+        raise UsageError("--head, --out-dir and --alpha are for --task seg (--out-dir and --alpha: also det)")
+    args.batch_size = args.batch_size or 8
     paths = list_images(args.images, on_error)
     preds = _classify(args, paths, on_error) if paths else []
     if args.json:
@@ -162,19 +198,14 @@ def _run_seg(args: argparse.Namespace, failures: list[ImageError], on_error) -> 
     """--task seg: two PNGs per image under --out-dir, one line (or a JSON record) per image on stdout."""
     if args.provider == "torch-cuda":
         raise UsageError("--provider torch-cuda runs classifiers; segment with cpu, openvino, cuda or tensorrt")
-    if args.size or args.topk != 5 or args.batch_size != 8:
+    if args.size or args.topk != 5 or args.batch_size is not None:
         raise UsageError("--size, --topk and --batch-size are for classifiers: a segmenter runs each image at its "
                          "own AlignResized size")
     if not 0.0 <= args.alpha <= 1.0:
         raise UsageError(f"--alpha {args.alpha} is outside 0..1")
     if args.model and args.head:
         raise UsageError("--head picks the head of a new export: an export given with --model has its own")
-    out_dir = os.path.abspath(args.out_dir)
-    if not os.path.isdir(out_dir):
-        if not os.path.isdir(os.path.dirname(out_dir)):
-            raise UsageError(f"output directory does not exist: {out_dir}")
-        os.makedirs(out_dir, exist_ok=True)
-    check_writable_dir(out_dir)
+    out_dir = _out_dir(args.out_dir)
     paths = list_images(args.images, on_error)
     model_path = ensure_model(args) if paths else None
     records = []
@@ -201,13 +232,91 @@ def _run_seg(args: argparse.Namespace, failures: list[ImageError], on_error) -> 
     return 0 if not failures else 1 if records else 2
 
 
-def _write_seg(seg: Segmentation, info: ModelInfo, out_dir: str, roots: list[str], alpha: float) -> dict:
-    """NAME_classes.png and NAME_overlay.png, written atomically; a folder input's sub-folders are mirrored."""
-    src = os.path.abspath(seg.image)
+def _out_dir(out_dir: str) -> str:
+    """--out-dir as an absolute path that takes files: made if only its last folder is missing."""
+    out_dir = os.path.abspath(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError(f"--out-dir {out_dir} is a file, not a folder")
+    if not os.path.isdir(out_dir):
+        if not os.path.isdir(os.path.dirname(out_dir)):
+            raise UsageError(f"output directory does not exist: {out_dir}")
+        os.makedirs(out_dir, exist_ok=True)
+    check_writable_dir(out_dir)
+    return out_dir
+
+
+def _stem(image: str, out_dir: str, roots: list[str]) -> str:
+    """OUT_DIR/[sub-folders of a folder input/]NAME, its folder made."""
+    src = os.path.abspath(image)
     root = next((r for r in roots if src.startswith(r + os.sep)), None)
     rel = os.path.relpath(src, root) if root else os.path.basename(src)
     stem = os.path.join(out_dir, os.path.splitext(rel)[0])
     os.makedirs(os.path.dirname(stem), exist_ok=True)
+    return stem
+
+
+def _run_det(args: argparse.Namespace, failures: list[ImageError], on_error) -> int:
+    """--task det: NAME_det.png and NAME_det.json per image under --out-dir, one line (or a JSON record) per image
+    on stdout."""
+    if args.provider == "torch-cuda":
+        raise UsageError("--provider torch-cuda runs classifiers; detect with cpu, openvino or cuda")
+    if args.size or args.topk != 5 or args.head:
+        raise UsageError("--size, --topk and --head are not for --task det: a detector runs each image at its own "
+                         "resized size and lists every detection over --score-thr")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise UsageError(f"--alpha {args.alpha} is outside 0..1")
+    score_thr = DEFAULT_SCORE_THR if args.score_thr is None else args.score_thr
+    if not 0.0 <= score_thr <= 1.0:
+        raise UsageError(f"--score-thr {score_thr} is outside 0..1")
+    out_dir = _out_dir(args.out_dir)
+    paths = list_images(args.images, on_error)
+    records = []
+    if paths:
+        model_path = ensure_model(args)
+        info = read_model_info(model_path)
+        check_detector(info, model_path)
+        if info.weights.startswith("random-init"):
+            print(f"warning: {os.path.basename(model_path)} has untrained (random) weights, so its detections are "
+                  "meaningless; pass the authors' MMDetection checkpoint with --weights", file=sys.stderr)
+        roots = [os.path.abspath(p) for p in args.images if os.path.isdir(p)]
+        with open_runner(model_path, args.provider, args.threads) as runner:
+            for res in detect(runner, info, paths, score_thr, args.batch_size or 1, on_error):
+                records.append(_write_det(res, info, out_dir, roots, args.alpha))
+                if not args.json:
+                    r = records[-1]
+                    top = ", ".join(f"{d['name']} {d['score']:.2f}" for d in r["detections"][:5])
+                    more = f", +{len(r['detections']) - 5} more" if len(r["detections"]) > 5 else ""
+                    print(f"{r['image']}: {len(r['detections'])} detections{' (' + top + more + ')' if top else ''}"
+                          f" -> {r['png']} {r['json']}")
+    if args.json:
+        json.dump(records, sys.stdout, indent=1)
+        print()
+    total = len(records) + len(failures)
+    if total > 1:
+        print(f"crossformer-infer: {total} images, {len(failures)} failed", file=sys.stderr)
+    return 0 if not failures else 1 if records else 2
+
+
+def _write_det(res: DetectionResult, info: ModelInfo, out_dir: str, roots: list[str], alpha: float) -> dict:
+    """NAME_det.png (the detections drawn) and NAME_det.json (the record), each written atomically."""
+    stem = _stem(res.image, out_dir, roots)
+    files = {"png": stem + "_det.png", "json": stem + "_det.json"}
+    dets = res.detections
+    drawn = draw_detections(load_image(res.image), [d.box for d in dets], [d.label for d in dets],
+                            [f"{d.name} {d.score:.2f}" for d in dets],
+                            [d.mask for d in dets] if any(d.mask is not None for d in dets) else None,
+                            info.num_classes, alpha)
+    buf = io.BytesIO()
+    drawn.save(buf, format="PNG")
+    record = {**res.to_json(), **files}
+    write_bytes_atomic(files["png"], buf.getvalue())
+    write_bytes_atomic(files["json"], (json.dumps(res.to_json(), indent=1) + "\n").encode())
+    return record
+
+
+def _write_seg(seg: Segmentation, info: ModelInfo, out_dir: str, roots: list[str], alpha: float) -> dict:
+    """NAME_classes.png and NAME_overlay.png, written atomically; a folder input's sub-folders are mirrored."""
+    stem = _stem(seg.image, out_dir, roots)
     files = {"class_map": stem + "_classes.png", "overlay": stem + "_overlay.png"}
     images = {"class_map": class_map_png(seg.class_map, info.num_classes),
               "overlay": overlay(load_image(seg.image), seg.class_map, info.num_classes, alpha)}

@@ -19,13 +19,17 @@ EXAMPLES = """examples:
       --backend python --with-preprocess --max-batch 16
   crossformer-triton-repo --model crossformer_s.plan --name crossformer_s_trt --out repo/ --instances 2
   crossformer-triton-repo --model upernet_s.onnx --name seg --out repo/ --backend python   # image in, class map out
+  crossformer-triton-repo --model retinanet_s.onnx --name det --out repo/ --backend python  # image in, detections out
 
 backends: onnxruntime (default for .onnx: Triton's ONNX Runtime backend), tensorrt (default for
 .plan; the engine's sidecar .plan.json must be next to it), python (our ONNX Runtime runner inside
 Triton's Python backend). --with-preprocess adds NAME_preprocess (image bytes -> tensor),
 NAME_postprocess (logits -> top-k labels) and NAME_ensemble (bytes in, labels out). A segmenter: onnxruntime
 takes the AlignResized image and output_size; python takes encoded image bytes, one image a request, and
-answers its class map at the image's own size.
+answers its class map at the image's own size. A detector: onnxruntime takes the graph's image and image_size
+(batching requests of one input size) and answers dets, labels (and masks) as the graph does; python takes
+encoded image bytes, one image a request, and answers its detections (dets [N, 5], labels [N], names [N], and
+for Mask R-CNN masks [N, H0, W0] pasted at the image's size).
 
 Serve it (Python-backend models need numpy<2 in the stub's Python; this makes that env once and
 prints the tritonserver command):

@@ -9,13 +9,15 @@ import sys
 
 import numpy as np
 
+from crossformer_deploy.base.det_preprocess import det_batch
 from crossformer_deploy.base.errors import UsageError
 from crossformer_deploy.base.images import list_images, load_batch, load_image
 from crossformer_deploy.base.model_file import is_engine
-from crossformer_deploy.base.model_info import SEGMENTER, ModelInfo
+from crossformer_deploy.base.model_info import DETECTOR, SEGMENTER, ModelInfo
 from crossformer_deploy.base.sizes import parse_size
 from crossformer_deploy.cli.common import classifier_from_args, parse_list, positive_int, run_main
 from crossformer_deploy.engines.open_model import open_runner, read_model_info
+from crossformer_deploy.export.det_info import detector_from_info
 from crossformer_deploy.export.precision import schemes
 from crossformer_deploy.model.config import VARIANT_CHOICES
 from crossformer_deploy.model.crossformer import CrossFormer
@@ -23,7 +25,21 @@ from crossformer_deploy.model.factory import model_from_label
 from crossformer_deploy.model.seg.config import SegConfig
 from crossformer_deploy.model.seg.factory import segmenter_from_label
 from crossformer_deploy.runtime.classify import fill_batch
-from crossformer_deploy.runtime.parity import SEG_AGREEMENT, TOLERANCES, compare, miou_agreement, pixel_agreement
+from crossformer_deploy.runtime.detect import det_inputs, paste_masks, run_detector
+from crossformer_deploy.runtime.parity import (
+    DET_IOU_MIN,
+    DET_MASK_IOU,
+    DET_MATCH,
+    DET_SCORE_MIN,
+    DET_SCORE_TOL,
+    SEG_AGREEMENT,
+    TOLERANCES,
+    compare,
+    mask_iou,
+    match_pairs,
+    miou_agreement,
+    pixel_agreement,
+)
 from crossformer_deploy.runtime.runner import Runner
 from crossformer_deploy.runtime.segment import run_segmenter, seg_inputs
 from crossformer_deploy.runtime.torch_cuda_runner import TorchCudaRunner
@@ -35,12 +51,21 @@ EXAMPLES = """examples:
   crossformer-validate --model s_fp16.onnx --weights s.pth --images val_subset/ --json
   crossformer-validate --provider torch-cuda --variant s --weights s.pth --batch 1,8     # an NVIDIA GPU
   crossformer-validate --model upernet_s.onnx --weights upernet_crossformer_s.pth --sizes 512,512x704 --batch 1,2
+  crossformer-validate --model retinanet_s.onnx --weights retinanet_crossformer_s.pth --images coco_val/ --batch 1,2
 
 A segmenter export (crossformer-export --task seg) is fed its AlignResized input and an original size: by
 default 512x512 (output 512x512) and 512x704 (output 512x683, the size a 375x500 photo comes back at); with
 --sizes, each size's own (or --output-size). It is judged by the share of pixels whose class agrees with the
 PyTorch reference (fp32 >= 99.99 %, fp16 >= 99.5 %, int8 >= 98 %), with an mIoU of the one map against the
 other, and, for exports with --logits, by the logits' table row below.
+
+A detector export (crossformer-export --task det) is fed, with --images, each photo through mmdet's test pipeline
+(batches of --batch photos padded to the largest), else random inputs at --sizes (default 800x1216, a COCO photo's
+input; in a batch, the later rows' images are smaller, padded with 0). It is judged by the share of the PyTorch
+detections with score >= 0.3 that the runtime answers one-to-one with the same label, IoU >= 0.99 and a score
+within 1e-4 (fp32: >= 99 %), and for Mask R-CNN by the mean IoU of the matched detections' masks pasted into the
+image (>= 0.98); an untrained detector on random inputs may have none to match (say so, and give a
+checkpoint and --images).
 
 --provider torch-cuda checks the PyTorch fp16 CUDA path (fused Triton attention, CUDA graphs) against the
 fp32 reference, with the fp16 row; it needs a checkpoint (--weights / --variant) or an export to read it from.
@@ -76,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--output-size is for segmenter exports (--model)")
     if args.model and args.provider != "torch-cuda" and read_model_info(args.model).mode == SEGMENTER:
         return _run_seg(args)
+    if args.model and read_model_info(args.model).mode == DETECTOR:
+        return _run_det(args)
     if args.output_size:
         raise UsageError("--output-size is for segmenter exports")
     info, model = _model_and_info(args)
@@ -181,6 +208,98 @@ def _run_seg(args: argparse.Namespace) -> int:
                   f"{logits}  {'PASS' if r['passed'] else 'FAIL'}")
         print("PASS" if ok_all else "FAIL")
     return 0 if ok_all else 1
+
+
+def _run_det(args: argparse.Namespace) -> int:
+    """A detector export against its PyTorch model: the share of the reference's detections matched."""
+    if args.variant or args.provider == "torch-cuda":
+        raise UsageError("--variant and --provider torch-cuda are for classifiers; a detector export is checked on "
+                         "cpu, cuda, openvino or tensorrt against its own PyTorch model")
+    if args.output_size:
+        raise UsageError("--output-size is for segmenter exports")
+    info = read_model_info(args.model)
+    if info.precision not in DET_MATCH:
+        raise UsageError(f"no detection bar for precision {info.precision!r}")
+    bar = DET_MATCH[info.precision]
+    model = detector_from_info(info, args.weights)
+    reference = TorchRunner(model)
+    batches = parse_list(args.batch, int, "batch") if args.batch else ([info.batch] if info.batch else [1])
+    if args.images and args.sizes:
+        raise UsageError("--sizes is for random inputs: with --images each photo is resized by the graph's rule")
+    rows_out, matched, counted, mask_ious = [], 0, 0, []
+    with open_runner(args.model, args.provider, args.threads) as runner:
+        for what, image, image_size in _det_cases(args, info, batches):
+            got = run_detector(runner, info, image, image_size)
+            ref = reference.run({"image": image, "image_size": image_size})
+            m = c = 0
+            case_ious = []
+            for i in range(len(image)):
+                pairs, ci = match_pairs(ref["dets"][i], ref["labels"][i], got["dets"][i], got["labels"][i])
+                m, c = m + len(pairs), c + ci
+                if "masks" in got and pairs:  # Mask R-CNN: matched detections' masks, pasted at the original size
+                    r_idx, g_idx = [a for a, _ in pairs], [b for _, b in pairs]
+                    size = (int(image_size[i, 2]), int(image_size[i, 3]))
+                    ref_m = paste_masks(ref["masks"][i][r_idx], ref["dets"][i][r_idx, :4], size)
+                    got_m = paste_masks(got["masks"][i][g_idx], got["dets"][i][g_idx, :4], size)
+                    case_ious += [mask_iou(a, b) for a, b in zip(ref_m, got_m)]
+            matched, counted = matched + m, counted + c
+            mask_ious += case_ious
+            rows_out.append({"case": what, "size": f"{image.shape[2]}x{image.shape[3]}", "batch": len(image),
+                             "reference": c, "matched": m, "rate": m / c if c else None,
+                             "mask_iou": float(np.mean(case_ious)) if case_ious else None})
+    rate = matched / counted if counted else None
+    mean_mask_iou = float(np.mean(mask_ious)) if mask_ious else None
+    passed = (rate is None or rate >= bar) and (mean_mask_iou is None or mean_mask_iou >= DET_MASK_IOU)
+    if counted == 0:
+        print(f"warning: the PyTorch detector found no detection with score >= {DET_SCORE_MIN} on these inputs, so "
+              "nothing was compared; give a trained checkpoint and photos (--images)", file=sys.stderr)
+    if args.json:
+        json.dump({"model": args.model, "precision": info.precision, "match_bar": bar,
+                   "rule": {"score_min": DET_SCORE_MIN, "iou_min": DET_IOU_MIN, "score_tol": DET_SCORE_TOL},
+                   "mask_iou_bar": DET_MASK_IOU, "cases": rows_out, "reference": counted, "matched": matched,
+                   "rate": rate, "mask_iou": mean_mask_iou, "passed": passed},
+                  sys.stdout, indent=1)
+        print()
+    else:
+        print(f"{args.model} ({info.precision}, {info.head} detector) vs PyTorch; detections with score >= "
+              f"{DET_SCORE_MIN} matched (same label, IoU >= {DET_IOU_MIN}, score within {DET_SCORE_TOL:g}); "
+              f"bar {bar:.0%}")
+        print(f"{'case':>24} {'input':>10} {'batch':>5} {'reference':>9} {'matched':>8} {'rate':>8} {'mask IoU':>9}")
+        for r in rows_out:
+            rate_s = f"{r['rate']:8.2%}" if r["rate"] is not None else f"{'-':>8}"
+            iou_s = f"{r['mask_iou']:9.4f}" if r["mask_iou"] is not None else f"{'-':>9}"
+            print(f"{r['case'][:24]:>24} {r['size']:>10} {r['batch']:>5} {r['reference']:>9} {r['matched']:>8} "
+                  f"{rate_s} {iou_s}")
+        total = f"{rate:.2%}" if rate is not None else "n/a (nothing to match)"
+        masks = (f"; mean mask IoU of matched detections {mean_mask_iou:.4f} (bar {DET_MASK_IOU})"
+                 if mean_mask_iou is not None else "")
+        print(f"matched {matched}/{counted} = {total}{masks}: {'PASS' if passed else 'FAIL'}")
+    return 0 if passed else 1
+
+
+def _det_cases(args: argparse.Namespace, info: ModelInfo, batches: list[int]):
+    """(what, image [B, 3, H, W], image_size [B, 4]) per case, made as they are run: --images in batches of each
+    --batch (padded to the largest), else random inputs at each --sizes."""
+    if args.images:
+        paths = list_images([args.images])
+        for b in batches:
+            for s in range(0, len(paths), b):
+                part = paths[s:s + b]
+                image, image_size = det_batch([det_inputs(load_image(p), info) for p in part], info.stride)
+                yield os.path.basename(part[0]) + (f" +{len(part) - 1}" if len(part) > 1 else ""), image, image_size
+        return
+    rng = np.random.default_rng(args.seed)
+    sizes = (parse_list(args.sizes, lambda t: parse_size(t, info.stride), "size") if args.sizes
+             else [tuple(info.input_size)])
+    for (h, w) in sizes:
+        for b in batches:
+            image = rng.standard_normal((b, 3, h, w), dtype=np.float32)
+            rows = []
+            for i in range(b):  # row i's image 32 * i smaller than the input (at least 32), zero padded
+                ih, iw = max(h - 32 * i, 32), max(w - 32 * i, 32)
+                image[i, :, ih:], image[i, :, :, iw:] = 0, 0
+                rows.append([ih, iw, ih * 3 // 5 + 1, iw * 3 // 5 + 1])  # an original 0.6x the resized image
+            yield f"{h}x{w} random", image, np.asarray(rows, np.int64)
 
 
 def _model_and_info(args: argparse.Namespace) -> tuple[ModelInfo, CrossFormer]:

@@ -9,7 +9,7 @@ import numpy as np
 from crossformer_deploy.base.errors import ImageError, UsageError
 from crossformer_deploy.base.images import load_image, preprocess
 from crossformer_deploy.base.labels import class_names
-from crossformer_deploy.base.model_info import SEGMENTER, ModelInfo
+from crossformer_deploy.base.model_info import DETECTOR, SEGMENTER, ModelInfo
 from crossformer_deploy.runtime.runner import Runner
 
 
@@ -47,6 +47,8 @@ def classify(runner: Runner, info: ModelInfo, paths: Sequence[str], size: tuple[
     ``on_error``, is handed to it and left out (the batches stay full with the images that load)."""
     if info.mode == SEGMENTER:
         raise UsageError("this model is a segmenter (per-pixel classes): run crossformer-infer with --task seg")
+    if info.mode == DETECTOR:
+        raise UsageError("this model is a detector (boxes and labels): run crossformer-infer with --task det")
     if info.mode != "classifier":
         raise UsageError("this model is a backbone (feature maps, no labels); crossformer-infer needs a classifier")
     names = class_names(info.num_classes)

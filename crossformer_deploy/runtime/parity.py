@@ -104,3 +104,65 @@ def miou_agreement(a: np.ndarray, b: np.ndarray, num_classes: int) -> float:
     either = np.bincount(a, minlength=num_classes) + np.bincount(b, minlength=num_classes) - both
     present = either > 0
     return float((both[present] / either[present]).mean()) if present.any() else 1.0
+
+
+# Detectors: the share of the reference's detections (score >= DET_SCORE_MIN) that the runtime answers one-to-one
+# with the same label, IoU >= DET_IOU_MIN and a score within DET_SCORE_TOL (issue [L]'s bar for fp32).
+DET_MATCH: dict[str, float] = {"fp32": 0.99}
+DET_SCORE_MIN, DET_IOU_MIN, DET_SCORE_TOL = 0.3, 0.99, 1e-4
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[N, 4], [M, 4] boxes (x1, y1, x2, y2) -> [N, M] IoU (0 where both are empty)."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
+    union = area_a[:, None] + area_b[None] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-300), 0.0)
+
+
+def match_detections(ref_dets: np.ndarray, ref_labels: np.ndarray, got_dets: np.ndarray, got_labels: np.ndarray,
+                     score_min: float = DET_SCORE_MIN, iou_min: float = DET_IOU_MIN,
+                     score_tol: float = DET_SCORE_TOL) -> tuple[int, int]:
+    """(matched, counted) for one image's fixed-size rows ([M, 5], [M]): ``match_pairs``' counts."""
+    pairs, counted = match_pairs(ref_dets, ref_labels, got_dets, got_labels, score_min, iou_min, score_tol)
+    return len(pairs), counted
+
+
+def match_pairs(ref_dets: np.ndarray, ref_labels: np.ndarray, got_dets: np.ndarray, got_labels: np.ndarray,
+                score_min: float = DET_SCORE_MIN, iou_min: float = DET_IOU_MIN,
+                score_tol: float = DET_SCORE_TOL) -> tuple[list[tuple[int, int]], int]:
+    """(matched (reference row, runtime row) pairs, counted): each reference detection with score >= ``score_min``
+    (counted), by descending score, takes the unused runtime detection (any score > 0) of its label with the
+    highest IoU among those with IoU >= ``iou_min`` and |score difference| <= ``score_tol``."""
+    ref_dets, got_dets = np.asarray(ref_dets, np.float64), np.asarray(got_dets, np.float64)
+    ref = np.flatnonzero((np.asarray(ref_labels) >= 0) & (ref_dets[:, 4] >= score_min))
+    ref = ref[np.argsort(-ref_dets[ref, 4], kind="stable")]
+    got = np.flatnonzero((np.asarray(got_labels) >= 0) & (got_dets[:, 4] > 0))
+    if not len(ref):
+        return [], 0
+    iou = box_iou(ref_dets[ref, :4], got_dets[got, :4])
+    ok = ((np.asarray(ref_labels)[ref][:, None] == np.asarray(got_labels)[got][None])
+          & (iou >= iou_min) & (np.abs(ref_dets[ref, 4][:, None] - got_dets[got, 4][None]) <= score_tol))
+    used = np.zeros(len(got), bool)
+    pairs = []
+    for i in range(len(ref)):
+        cand = np.flatnonzero(ok[i] & ~used)
+        if len(cand):
+            j = cand[np.argmax(iou[i, cand])]
+            used[j] = True
+            pairs.append((int(ref[i]), int(got[j])))
+    return pairs, len(ref)
+
+
+# Mask R-CNN: the masks of matched detections, pasted into the image, against each other (issue [L]'s bar).
+DET_MASK_IOU = 0.98
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two bool masks of one shape (1.0 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0

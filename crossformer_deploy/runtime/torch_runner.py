@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from crossformer_deploy.base.model_info import SEGMENTER
+from crossformer_deploy.base.model_info import DETECTOR, SEGMENTER
 from crossformer_deploy.model.crossformer import CrossFormer
 from crossformer_deploy.model.seg.segmentor import Segmentor
 from crossformer_deploy.runtime.runner import Runner, TensorSpec
@@ -27,6 +27,9 @@ class TorchRunner(Runner):
             return ([image, TensorSpec("output_size", (2,), np.dtype(np.int64))],
                     [TensorSpec(n, (), np.dtype(np.int64) if n == "class_map" else f32)
                      for n in self.model.output_names])
+        if self.model.mode == DETECTOR:
+            return ([image, TensorSpec("image_size", (None, 4), np.dtype(np.int64))],
+                    [TensorSpec(n, (), np.dtype(np.int64) if n == "labels" else f32) for n in self.model.output_names])
         names = ["logits"] if self.model.mode == "classifier" else [f"stage{i + 1}" for i in range(4)]
         return [image], [TensorSpec(n, (), f32) for n in names]
 
@@ -34,6 +37,8 @@ class TorchRunner(Runner):
         args = [torch.from_numpy(feeds["image"])]
         if self.model.mode == SEGMENTER:
             args.append(torch.from_numpy(feeds["output_size"]))
+        elif self.model.mode == DETECTOR:
+            args.append(torch.from_numpy(feeds["image_size"]))
         with torch.no_grad(), torch.autocast("cpu", dtype=self.dtype, enabled=self.dtype != torch.float32):
             out = self.model(*args)
         outs = (out,) if isinstance(out, torch.Tensor) else out

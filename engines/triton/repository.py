@@ -9,6 +9,9 @@ Every model is a directory ``<name>/config.pbtxt`` + ``<name>/1/<model file>``:
   Python backend);
 - a segmenter on ``python``: ``serving.SegmentModel``, encoded image bytes in, ``class_map`` out (its own
   preprocessing; one image a request);
+- a detector on ``onnx``: the graph as it is (``image`` + ``image_size`` in, ``dets`` / ``labels`` (/ ``masks``)
+  out, batching requests of one input size); on ``python``: ``serving.DetectModel``, encoded image bytes in, the
+  image's detections out (mmdet's test pipeline, masks pasted; one image a request);
 - ``with_preprocess``: also ``<name>_preprocess`` (encoded image bytes -> ``image``, our preprocessing),
   ``<name>_postprocess`` (``logits`` -> top-k labels as JSON, probabilities, class ids) and
   ``<name>_ensemble`` wiring bytes -> labels through the three.
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 
 from crossformer_deploy.base.errors import ModelFileError, UsageError
 from crossformer_deploy.base.model_file import ENGINE_EXTS, is_engine
-from crossformer_deploy.base.model_info import SEGMENTER, ModelInfo
+from crossformer_deploy.base.model_info import DETECTOR, SEGMENTER, ModelInfo
 from crossformer_deploy.engines.open_model import read_model_info
 from crossformer_deploy.engines.tensorrt.sidecar import read_sidecar, sidecar_path
 from crossformer_deploy.engines.triton.config import (
@@ -73,7 +76,7 @@ def write_repository(model_path: str | os.PathLike, name: str, out_dir: str | os
     _check_args(name, max_batch, instances, topk)
     info = read_model_info(model_path)
     models = [main_model(model_path, name, info, kind, max_batch, instances, execution_env)]
-    if with_preprocess and not (info.mode == SEGMENTER and kind == "python"):  # that one takes images already
+    if with_preprocess and not (info.mode in (SEGMENTER, DETECTOR) and kind == "python"):  # takes images already
         models = pipeline_models(models[0], info, instances, topk, execution_env)
     return install(models, os.fspath(out_dir), overwrite)
 
@@ -113,14 +116,22 @@ def main_model(model_path: str, name: str, info: ModelInfo, kind: str, max_batch
                          "built for it yet")
     if info.mode == SEGMENTER and kind == "python":
         return _segment_model(model_path, name, info, instances, execution_env)
+    if info.mode == DETECTOR and kind == "plan":
+        raise UsageError("a detector is served through --backend onnxruntime (image and image_size in, dets and "
+                         "labels out) or --backend python (encoded image in, detections out); --backend tensorrt "
+                         "is not built for it yet")
+    if info.mode == DETECTOR and kind == "python":
+        return _detect_model(model_path, name, info, instances, execution_env)
     if kind == "plan":
         return _plan_model(model_path, name, info, max_batch, instances)
     io_ = onnx_io(model_path)
     source = f"from {os.path.basename(model_path)} ({_describe(info)})"
     if kind == "onnx":
         batch = max_batch if io_.dynamic_batch else 0
-        comment = [f"ONNX Runtime backend, {source}.", *(_segmenter_note() if info.mode == SEGMENTER else
-                                                           _fixed_batch_note(info, io_.dynamic_batch))]
+        notes = (_segmenter_note() if info.mode == SEGMENTER else
+                 [*_detector_note(io_), *_fixed_batch_note(info, io_.dynamic_batch)] if info.mode == DETECTOR else
+                 _fixed_batch_note(info, io_.dynamic_batch))
+        comment = [f"ONNX Runtime backend, {source}.", *notes]
         config = model_config(name, 'platform: "onnxruntime_onnx"', batch, *io_.for_config(batch > 0), "KIND_CPU",
                               instances, comment)
         return ModelDir(name, batch, io_.inputs[0].data_type, {"config.pbtxt": config}, {"1/model.onnx": model_path})
@@ -147,6 +158,26 @@ def _segment_model(model_path: str, name: str, info: ModelInfo, instances: int,
     return ModelDir(name, 0, "TYPE_STRING", texts, {"1/model.onnx": model_path})
 
 
+def _detect_model(model_path: str, name: str, info: ModelInfo, instances: int,
+                  execution_env: str | None) -> ModelDir:
+    """A detector on the Python backend: encoded image bytes in, its detections out (serving.DetectModel)."""
+    masks = any(t.name == "masks" for t in onnx_io(model_path).outputs)
+    outputs = (TensorDecl("dets", "TYPE_FP32", (-1, 5)), TensorDecl("labels", "TYPE_INT64", (-1,)),
+               TensorDecl("names", "TYPE_STRING", (-1,)),
+               *((TensorDecl("masks", "TYPE_UINT8", (-1, -1, -1)),) if masks else ()))
+    comment = [f"Python backend: encoded image bytes -> mmdet's test pipeline (keep-ratio resize to "
+               f"{info.scale[0]}x{info.scale[1]}, mean/std, pad to 32) -> 1/model.onnx ({_describe(info)}) on",
+               "crossformer_deploy's OnnxRuntimeRunner -> the image's detections, by descending score: dets [N, 5] "
+               "(x1, y1, x2, y2, score", "in the image's pixels), labels [N] (class ids), names [N]"
+               + (", masks [N, H0, W0] (0/1, pasted at the image's size)." if masks else "."),
+               "Every detection the graph keeps (score > 0.05). One image per request: max_batch_size 0.",
+               *_python_env_note(execution_env)]
+    config = model_config(name, 'backend: "python"', 0, (TensorDecl("image_bytes", "TYPE_STRING", (1,)),), outputs,
+                          "KIND_CPU", instances, comment, _env_parameters(execution_env))
+    texts = {"config.pbtxt": config, "1/model.py": model_py("DetectModel", "a detector, image in, detections out")}
+    return ModelDir(name, 0, "TYPE_STRING", texts, {"1/model.onnx": model_path})
+
+
 def _plan_model(model_path: str, name: str, info: ModelInfo, max_batch: int, instances: int) -> ModelDir:
     sidecar = read_sidecar(model_path)
     io_ = plan_io(info)
@@ -170,7 +201,9 @@ def pipeline_models(model: ModelDir, info: ModelInfo, instances: int, topk: int,
     """``<name>_preprocess`` -> ``<name>`` -> ``<name>_postprocess``, and ``<name>_ensemble`` wiring them."""
     if info.mode != "classifier":
         what = ("a segmenter: --backend python serves it image in, class map out, no --with-preprocess needed"
-                if info.mode == SEGMENTER else "a backbone: feature maps, no labels")
+                if info.mode == SEGMENTER else
+                "a detector: --backend python serves it image in, detections out, no --with-preprocess needed"
+                if info.mode == DETECTOR else "a backbone: feature maps, no labels")
         raise UsageError(f"--with-preprocess needs a classifier (this model is {what})")
     if model.max_batch == 0:
         raise UsageError(f"--with-preprocess needs a dynamic-batch model, this one takes batch {info.batch} only; "
@@ -284,6 +317,14 @@ def _segmenter_note() -> list[str]:
     return ["A segmenter: inputs image [B, 3, H, W] (AlignResized, base/seg_preprocess.py) and output_size [2] (the",
             "original H0, W0, shared by the batch, so no batch dim): max_batch_size 0 and full shapes; one request",
             "per original size. Output class_map [B, H0, W0] (int64 class ids)."]
+
+
+def _detector_note(io_) -> list[str]:
+    outs = ", ".join(f"{t.name} {list(t.dims)}" for t in io_.outputs)
+    return ["A detector: inputs image [B, 3, H, W] (resized keeping the ratio, normalised, zero-padded to multiples of",
+            "32: base/det_preprocess.py) and image_size [B, 4] int64 (per image: resized h, w, original h, w);",
+            f"outputs {outs}: boxes and scores in original-image pixels, unused rows 0 (labels -1).",
+            "Triton batches requests of one input size."]
 
 
 def _python_env_note(execution_env: str | None) -> list[str]:

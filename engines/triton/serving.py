@@ -13,12 +13,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from crossformer_deploy.base.coco import det_class_names
+from crossformer_deploy.base.det_preprocess import det_batch
 from crossformer_deploy.base.errors import CrossFormerError, ImageError, InputSizeError
 from crossformer_deploy.base.images import load_image, preprocess
 from crossformer_deploy.base.labels import class_names
 from crossformer_deploy.base.model_info import ModelInfo
 from crossformer_deploy.base.sizes import check_size
 from crossformer_deploy.runtime.classify import Prediction, fill_batch, top_k
+from crossformer_deploy.runtime.detect import check_detector, det_inputs, detections, run_detector
 from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
 from crossformer_deploy.runtime.segment import check_segmenter, run_segmenter, seg_inputs
 
@@ -189,3 +192,42 @@ class SegmentModel(_ServedModel):
             raise InputSizeError(f"send one encoded image per request (image_bytes [1]), got {len(data)}")
         x, original = seg_inputs(decode_image(bytes(data[0])), self.info)
         return run_segmenter(self.runner, self.info, x[None], original)["class_map"][0]
+
+
+class DetectModel(_ServedModel):
+    """A detector, image in, detections out: encoded bytes [1] -> mmdet's test pipeline (base/det_preprocess.py,
+    what crossformer-infer --task det does) -> the graph (1/model.onnx) -> the image's detections by descending
+    score: ``dets`` [N, 5] (x1, y1, x2, y2, score in the image's pixels), ``labels`` [N], ``names`` [N] and, for
+    Mask R-CNN, ``masks`` [N, H0, W0] uint8 pasted at the image's size. Every detection the graph keeps (score >
+    0.05); an image with none gets N = 0. One image a request: every image has its own input size."""
+
+    def setup(self) -> None:
+        self.runner = OnnxRuntimeRunner(os.path.join(self.version_dir, "model.onnx")).load()
+        self.info = ModelInfo.from_props(self.runner.metadata())
+        check_detector(self.info, "1/model.onnx")
+        self.names = det_class_names(self.info.num_classes)
+
+    def answer(self, requests: list) -> list[dict[str, np.ndarray] | Exception]:
+        answers: list[dict[str, np.ndarray] | Exception] = []
+        for request in requests:
+            try:
+                answers.append(self.detect(self.input(request, "image_bytes").reshape(-1)))
+            except Exception as e:
+                answers.append(e)
+        return answers
+
+    def detect(self, data: np.ndarray) -> dict[str, np.ndarray]:
+        if len(data) != 1:
+            raise InputSizeError(f"send one encoded image per request (image_bytes [1]), got {len(data)}")
+        x, row = det_inputs(decode_image(bytes(data[0])), self.info)
+        image, image_size = det_batch([(x, row)], self.info.stride)
+        out = run_detector(self.runner, self.info, image, image_size)
+        size = (int(row[2]), int(row[3]))
+        found = detections(out, 0, size, self.names, score_thr=0.0)
+        answer = {"dets": np.array([[*d.box, d.score] for d in found], np.float32).reshape(-1, 5),
+                  "labels": np.array([d.label for d in found], np.int64),
+                  "names": np.array([d.name.encode() for d in found], dtype=object)}
+        if "masks" in out:
+            answer["masks"] = (np.stack([d.mask for d in found]).astype(np.uint8) if found
+                               else np.zeros((0, *size), np.uint8))
+        return answer

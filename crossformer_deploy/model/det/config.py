@@ -64,6 +64,10 @@ class DetConfig:
             raise ValueError(f"a detector needs at least one class, not {self.num_classes}")
 
     @property
+    def arch(self) -> str:
+        return "retinanet"
+
+    @property
     def in_channels(self) -> tuple[int, ...]:
         return tuple(self.backbone.stage_dim(i) for i in range(self.backbone.num_stages))
 

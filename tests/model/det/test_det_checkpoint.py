@@ -1,5 +1,5 @@
-"""Reading the authors' MMDetection RetinaNet checkpoints: strict, widths and classes off the file; foreign and
-broken files refused in one line."""
+"""Reading the authors' MMDetection RetinaNet and Mask R-CNN checkpoints: strict, the detector, widths and classes
+off the file; foreign and broken files refused in one line."""
 import pytest
 import torch
 
@@ -36,10 +36,11 @@ def test_foreign_checkpoints_are_refused(golden_ckpt, seg_ckpts):
 def test_broken_or_other_detectors_are_refused(det_ckpt, tmp_path):
     obj = torch.load(det_ckpt, weights_only=False)
     sd = obj["state_dict"]
-    two_stage = {**sd, "rpn_head.rpn_conv.weight": torch.zeros(1)}
-    _refused(_save(tmp_path / "mask_rcnn.pth", {"state_dict": two_stage}), "two-stage detector", "Mask R-CNN")
+    mixed = {**sd, "rpn_head.rpn_conv.weight": torch.zeros(1)}
+    _refused(_save(tmp_path / "mixed.pth", {"state_dict": mixed}), "both a one-stage head", "not one detector")
     backbone_only = {k: v for k, v in sd.items() if k.startswith("backbone.")}
     _refused(_save(tmp_path / "bb.pth", {"state_dict": backbone_only}), "no detection head")
+    _refused(det_ckpt, "is a RetinaNet checkpoint, not a Mask R-CNN one", arch="mask_rcnn")
     no_reg = {k: v for k, v in sd.items() if k != "bbox_head.retina_reg.weight"}
     _refused(_save(tmp_path / "noreg.pth", {"state_dict": no_reg}), "does not fit RetinaNet", "retina_reg.weight")
     extra = {**sd, "bbox_head.cls_convs.0.conv.surplus": torch.zeros(1)}
@@ -49,3 +50,27 @@ def test_broken_or_other_detectors_are_refused(det_ckpt, tmp_path):
     _refused(det_ckpt, "has 5 classes, not 80", num_classes=80)
     _refused(det_ckpt, "not CrossFormer-S", variant="s")
     _refused(_save(tmp_path / "junk.pth", {"meta": {}}), "not an MMDetection checkpoint")
+
+
+def test_reads_a_mask_rcnn(mask_rcnn_ckpt):
+    """The detector is told by its head keys; widths, convs and classes off the shapes."""
+    sd = read_det_state_dict(mask_rcnn_ckpt)
+    assert {k.split(".")[0] for k in sd} == {"backbone", "neck", "rpn_head", "roi_head"}
+    model = create_detector("tiny", mask_rcnn_ckpt, num_classes=5, arch="mask_rcnn")
+    cfg = model.det_cfg
+    assert (cfg.arch, cfg.neck_channels, cfg.rpn_channels, cfg.fc_channels, cfg.mask_channels, cfg.mask_convs) == (
+        "mask_rcnn", 8, 8, 32, 8, 4)
+    assert model.cfg.group_sizes == (7, 7, 7, 7) and model.cfg.intervals == (8, 4, 2, 1)
+    assert model.output_names == ["dets", "labels", "masks"]
+
+
+def test_broken_mask_rcnns_are_refused(mask_rcnn_ckpt, tmp_path):
+    sd = torch.load(mask_rcnn_ckpt, weights_only=False)["state_dict"]
+    no_mask = {k: v for k, v in sd.items() if not k.startswith("roi_head.mask_head.conv_logits")}
+    _refused(_save(tmp_path / "nomask.pth", {"state_dict": no_mask}), "does not fit Mask R-CNN", "conv_logits.weight")
+    agnostic = {**sd, "roi_head.bbox_head.fc_reg.weight": sd["roi_head.bbox_head.fc_reg.weight"][:4]}
+    _refused(_save(tmp_path / "agnostic.pth", {"state_dict": agnostic}), "4 box deltas", "regresses per class")
+    missing = {k: v for k, v in sd.items() if k != "rpn_head.rpn_reg.bias"}
+    _refused(_save(tmp_path / "missing.pth", {"state_dict": missing}), "1 missing", "rpn_head.rpn_reg.bias")
+    _refused(mask_rcnn_ckpt, "has 5 classes, not 80", num_classes=80)
+    _refused(mask_rcnn_ckpt, "is a Mask R-CNN checkpoint, not a RetinaNet one", arch="retinanet")

@@ -19,10 +19,10 @@ from crossformer_deploy.base.errors import InputSizeError
 from crossformer_deploy.model.det import create_detector
 from crossformer_deploy.model.det.detector import INPUT_NAMES, OUTPUT_NAMES
 from tests.helpers import per_size_constants
+from tests.model.det.matching import SCORE_MIN, SCORE_TOL, match_pairs
 
 CASES = ["96x128", "b2_64x64"]
 RAW_TOL = 1e-4  # neck and raw head, fp32, absolute
-SCORE_MIN, IOU_MIN, SCORE_TOL = 0.3, 0.99, 1e-4  # the detections that must be matched, and how closely
 
 
 @pytest.fixture(scope="module")
@@ -71,38 +71,12 @@ def raw_onnx(model):
     return ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
 
 
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """[N, 4], [M, 4] -> [N, M]."""
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a, area_b = (a[:, 2:] - a[:, :2]).prod(-1), (b[:, 2:] - b[:, :2]).prod(-1)
-    return inter / (area_a[:, None] + area_b[None] - inter)
-
-
-def match(ref: dict, dets: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
-    """(matched, wanted): the oracle's detections with score >= SCORE_MIN matched one-to-one (greedily, best IoU
-    first) by ours with the same label, IoU >= IOU_MIN and the score within SCORE_TOL."""
-    keep = ref["scores"] >= SCORE_MIN
-    rb, rs, rl = ref["bboxes"][keep], ref["scores"][keep], ref["labels"][keep]
-    valid = labels >= 0
-    ob, os_, ol = dets[valid, :4], dets[valid, 4], labels[valid]
-    ok = (box_iou(rb, ob) >= IOU_MIN) & (rl[:, None] == ol[None]) & ((rs[:, None] - os_[None]).abs() <= SCORE_TOL)
-    used, matched = set(), 0
-    for i in range(len(rb)):
-        for j in torch.nonzero(ok[i]).flatten().tolist():
-            if j not in used:
-                used.add(j)
-                matched += 1
-                break
-    return matched, len(rb)
-
-
 def check_detections(golden_det, case: str, dets: torch.Tensor, labels: torch.Tensor) -> None:
     refs = golden_det["outputs"][case]["dets"]
     assert dets.shape == (len(refs), 100, 5) and labels.shape == (len(refs), 100) and labels.dtype == torch.int64
     for i, ref in enumerate(refs):
-        matched, wanted = match(ref, dets[i], labels[i])
+        pairs, wanted = match_pairs(ref, dets[i], labels[i])
+        matched = len(pairs)
         assert wanted > 0 and matched == wanted, f"{case}[{i}]: {matched}/{wanted} oracle detections matched"
         # and none of ours above the bar is extra (the scores' tolerance either side of it)
         above = [int((dets[i, :, 4] >= SCORE_MIN + sign * SCORE_TOL).sum()) for sign in (1, -1)]
