@@ -6,6 +6,7 @@ OpenVINO; FP16 / INT8 agreement; latency.
     python benchmarks/seg_vs_mmseg.py precision [--models upernet-s,fpn-s]
     python benchmarks/seg_vs_mmseg.py holdout [--models upernet-s,fpn-s] [--head-fit probe] [--float-stages 0,1]
         [--calib-augment 16] [--calib-method minmax] [--precisions fp16,int8] [--engines onnxruntime]
+        [--int8-variants default,split,float-bottleneck]
     python benchmarks/seg_vs_mmseg.py latency [--threads 2 --repeats 10]
 
 parity, per model: our Segmentor with trained-like weights (model/seg/synthetic.py: BN statistics from the three
@@ -45,6 +46,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 ORACLE_PY = os.environ.get("CROSSFORMER_ORACLE_PYTHON", "/work/oracle-venv/bin/python")
 MODELS = ["upernet-s", "fpn-s", "upernet-b", "fpn-b", "upernet-pp-s2", "fpn-pp-s2"]
+# holdout --int8-variants: Int8Options on top of the calibration's (docs/segmentation.md, "INT8 and UPerHead's
+# concats"): split = Conv(Concat) split per input (passes/split_concat_conv.py, per-branch scales);
+# float-bottleneck = UPerHead's PPM bottleneck conv kept float; float-fpn-bottleneck = its fpn_bottleneck conv
+INT8_VARIANTS = {"default": {}, "split": {"split_concat_convs": True},
+                 "float-bottleneck": {"float_scopes": ("/decode_head/bottleneck/",)},
+                 "float-fpn-bottleneck": {"float_scopes": ("/decode_head/fpn_bottleneck/",)},
+                 "float-both": {"float_scopes": ("/decode_head/bottleneck/", "/decode_head/fpn_bottleneck/")}}
 # (batch, input H, W, original H0, W0)
 CASES = [(1, 512, 512, 512, 512), (1, 512, 704, 512, 683), (1, 384, 640, 384, 640), (2, 384, 640, 384, 640)]
 
@@ -296,11 +304,13 @@ def holdout(args: argparse.Namespace) -> list[dict]:
                     from int8_schemes import augment
                     augment(calib, calib, args.calib_augment, seed=0, first_plain=False)
                 count = len(others) + args.calib_augment
-                for precision in args.precisions.split(","):
+                graphs = [(p, v) for p in args.precisions.split(",")
+                          for v in (args.int8_variants.split(",") if p == "int8" else ["-"])]
+                for precision, variant in graphs:
                     path = os.path.join(d, f"{precision}.onnx")
                     int8 = Int8Options(calib, count=count, size=(512, 512), progress=False, float_stages=stages,
-                                       method=args.calib_method,
-                                       cache_path=os.path.join(d, "calib.json")) if precision == "int8" else None
+                                       method=args.calib_method, cache_path=os.path.join(d, "calib.json"),
+                                       **INT8_VARIANTS[variant]) if precision == "int8" else None
                     export(model, path, precision=precision, int8=int8)
                     for engine, runner in cpu_runners(path, args.threads).items():
                         if engine not in args.engines.split(","):
@@ -308,19 +318,22 @@ def holdout(args: argparse.Namespace) -> list[dict]:
                         with runner:
                             cm = runner.run({"image": x[None], "output_size": np.array(ori)})["class_map"][0]
                         row = {"model": name, "head_fit": args.head_fit, "held_out": os.path.basename(held),
-                               "precision": precision, "float_stages": list(stages) if int8 else [],
+                               "precision": precision, "int8_variant": variant if int8 else None,
+                               "float_stages": list(stages) if int8 else [],
                                "calib_images": count if int8 else 0,
                                "calib_method": args.calib_method if int8 else None, "fp32_margin_under_1": near,
                                "engine": engine, "pixels": pixel_agreement(ref, cm), "count": int(ref.size)}
                         rows.append(row)
-                        print(f"{name:>10} {precision} {engine:>11}, held out {row['held_out']} ({near:.1%} of its "
-                              f"fp32 pixels under 1.0 from a tie): pixel agreement {row['pixels']:.4%}", flush=True)
-        for precision in args.precisions.split(","):
+                        print(f"{name:>10} {precision} {variant:>16} {engine:>11}, held out {row['held_out']} "
+                              f"({near:.1%} of its fp32 pixels under 1.0 from a tie): pixel agreement "
+                              f"{row['pixels']:.4%}", flush=True)
+        for precision, variant in graphs:
             for engine in args.engines.split(","):
-                mine = [r for r in rows if (r["model"], r["precision"], r["engine"]) == (name, precision, engine)]
+                mine = [r for r in rows if (r["model"], r["precision"], r["int8_variant"] or "-", r["engine"])
+                        == (name, precision, variant, engine)]
                 pooled = sum(r["pixels"] * r["count"] for r in mine) / sum(r["count"] for r in mine)
-                print(f"{name:>10} {precision} {engine:>11}, pooled over the held-out photos: {pooled:.4%}",
-                      flush=True)
+                print(f"{name:>10} {precision} {variant:>16} {engine:>11}, pooled over the held-out photos: "
+                      f"{pooled:.4%}", flush=True)
     return rows
 
 
@@ -366,6 +379,8 @@ def main() -> None:
     ap.add_argument("--held-out", default="", help="(holdout) only these photos in turn, e.g. chelsea.jpg")
     ap.add_argument("--precisions", default="int8", help="(holdout) which graphs to judge, e.g. fp16,int8")
     ap.add_argument("--engines", default="onnxruntime,openvino", help="(holdout) runtimes to judge them on")
+    ap.add_argument("--int8-variants", default="default",
+                    help=f"(holdout) INT8 graphs to judge, any of {', '.join(INT8_VARIANTS)}")
     ap.add_argument("--calib-augment", type=int, default=0,
                     help="(holdout) calibrate on N crops / flips of the other photos as well")
     ap.add_argument("--repeats", type=int, default=10)

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import onnx
 
 from crossformer_deploy.base.errors import UsageError
-from crossformer_deploy.base.model_info import ModelInfo
-from crossformer_deploy.export.onnx_export import DEFAULT_OPSET, to_onnx
+from crossformer_deploy.base.model_info import SEGMENTER, ModelInfo
+from crossformer_deploy.export.onnx_export import DEFAULT_OPSET, read_info, to_onnx
+from crossformer_deploy.export.passes.split_concat_conv import split_concat_conv
 from crossformer_deploy.export.passes.transpose_after_dq import transpose_after_dq
 from crossformer_deploy.export.pipeline import TARGETS, run_pipeline
 from crossformer_deploy.export.precision.fp16 import to_fp16
@@ -43,6 +44,8 @@ class Int8Options:
     progress: bool = True
     placement: str = ALL  # which layers are int8 (placement.py)
     float_stages: tuple[int, ...] = ()  # backbone stages kept float on top of the placement's
+    split_concat_convs: bool = False  # segmenters: Conv(Concat) -> one Conv per input (passes/split_concat_conv.py)
+    float_scopes: tuple[str, ...] = ()  # node-name prefixes kept float (e.g. a detector's "/neck/")
 
 
 @dataclass(frozen=True)
@@ -96,10 +99,13 @@ def apply(proto: onnx.ModelProto, recipe: Recipe, explain: Step | None = None,
         step("calibrating and quantizing to INT8")
         o = recipe.int8
         where = placement(o.placement)
+        if o.split_concat_convs and read_info(proto).mode == SEGMENTER:  # opt-in: lost on UPerNet-S (segmentation.md)
+            proto = split_concat_conv(proto)
         proto = quantize_int8(proto, None, o.calib_dir, count=o.count, method=o.method, size=o.size,
                               cache_path=o.cache_path, quantize_head=o.quantize_head, scheme=recipe.int8_scheme,
                               progress=o.progress, quantize_attention=where.quantize_attention,
-                              float_stages=tuple(sorted(set(where.float_stages) | set(o.float_stages))))
+                              float_stages=tuple(sorted(set(where.float_stages) | set(o.float_stages))),
+                              float_scopes=o.float_scopes)
         if recipe.target == "openvino":  # measured there (benchmarks/README.md); bit-identical anywhere
             proto = transpose_after_dq(proto)
     if recipe.target == "tensorrt":

@@ -27,14 +27,13 @@ from crossformer_deploy.model.seg.factory import segmenter_from_label
 from crossformer_deploy.runtime.classify import fill_batch
 from crossformer_deploy.runtime.detect import det_inputs, paste_masks, run_detector
 from crossformer_deploy.runtime.parity import (
-    DET_IOU_MIN,
     DET_MASK_IOU,
     DET_MATCH,
     DET_SCORE_MIN,
-    DET_SCORE_TOL,
     SEG_AGREEMENT,
     TOLERANCES,
     compare,
+    det_rule,
     mask_iou,
     match_pairs,
     miou_agreement,
@@ -63,9 +62,9 @@ A detector export (crossformer-export --task det) is fed, with --images, each ph
 (batches of --batch photos padded to the largest), else random inputs at --sizes (default 800x1216, a COCO photo's
 input; in a batch, the later rows' images are smaller, padded with 0). It is judged by the share of the PyTorch
 detections with score >= 0.3 that the runtime answers one-to-one with the same label, IoU >= 0.99 and a score
-within 1e-4 (fp32: >= 99 %), and for Mask R-CNN by the mean IoU of the matched detections' masks pasted into the
-image (>= 0.98); an untrained detector on random inputs may have none to match (say so, and give a
-checkpoint and --images).
+within 1e-4 (fp32: >= 99 %; FP16 / INT8 graphs: IoU >= 0.9 and a score within 0.05, >= 98 % / >= 95 %), and
+for Mask R-CNN by the mean IoU of the matched detections' masks pasted into the image (>= 0.98); an untrained
+detector on random inputs may have none to match (say so, and give a checkpoint and --images).
 
 --provider torch-cuda checks the PyTorch fp16 CUDA path (fused Triton attention, CUDA graphs) against the
 fp32 reference, with the fp16 row; it needs a checkpoint (--weights / --variant) or an export to read it from.
@@ -220,7 +219,7 @@ def _run_det(args: argparse.Namespace) -> int:
     info = read_model_info(args.model)
     if info.precision not in DET_MATCH:
         raise UsageError(f"no detection bar for precision {info.precision!r}")
-    bar = DET_MATCH[info.precision]
+    bar, rule = DET_MATCH[info.precision], det_rule(info.precision)
     model = detector_from_info(info, args.weights)
     reference = TorchRunner(model)
     batches = parse_list(args.batch, int, "batch") if args.batch else ([info.batch] if info.batch else [1])
@@ -234,7 +233,8 @@ def _run_det(args: argparse.Namespace) -> int:
             m = c = 0
             case_ious = []
             for i in range(len(image)):
-                pairs, ci = match_pairs(ref["dets"][i], ref["labels"][i], got["dets"][i], got["labels"][i])
+                pairs, ci = match_pairs(ref["dets"][i], ref["labels"][i], got["dets"][i], got["labels"][i],
+                                        **rule)
                 m, c = m + len(pairs), c + ci
                 if "masks" in got and pairs:  # Mask R-CNN: matched detections' masks, pasted at the original size
                     r_idx, g_idx = [a for a, _ in pairs], [b for _, b in pairs]
@@ -255,14 +255,14 @@ def _run_det(args: argparse.Namespace) -> int:
               "nothing was compared; give a trained checkpoint and photos (--images)", file=sys.stderr)
     if args.json:
         json.dump({"model": args.model, "precision": info.precision, "match_bar": bar,
-                   "rule": {"score_min": DET_SCORE_MIN, "iou_min": DET_IOU_MIN, "score_tol": DET_SCORE_TOL},
+                   "rule": {"score_min": DET_SCORE_MIN, **rule},
                    "mask_iou_bar": DET_MASK_IOU, "cases": rows_out, "reference": counted, "matched": matched,
                    "rate": rate, "mask_iou": mean_mask_iou, "passed": passed},
                   sys.stdout, indent=1)
         print()
     else:
         print(f"{args.model} ({info.precision}, {info.head} detector) vs PyTorch; detections with score >= "
-              f"{DET_SCORE_MIN} matched (same label, IoU >= {DET_IOU_MIN}, score within {DET_SCORE_TOL:g}); "
+              f"{DET_SCORE_MIN} matched (same label, IoU >= {rule['iou_min']}, score within {rule['score_tol']:g}); "
               f"bar {bar:.0%}")
         print(f"{'case':>24} {'input':>10} {'batch':>5} {'reference':>9} {'matched':>8} {'rate':>8} {'mask IoU':>9}")
         for r in rows_out:

@@ -3,6 +3,10 @@
 The cache holds only the per-tensor ranges (what quantization consumes), keyed by everything that
 decides them: the model bytes, the method, the images' contents and the input size. Same key -> the
 ranges are read back and no calibration inference runs.
+
+A whole detector's images go through its own test pipeline instead of a crop (base/det_preprocess.py: resized
+keeping the ratio to the graph's scale, padded to the stride), one at a time, with their ``image_size`` rows: the
+ranges are those of the photos as the detector will see them.
 """
 from __future__ import annotations
 
@@ -24,13 +28,15 @@ from onnxruntime.quantization import calibrate as ortc
 from tqdm import tqdm
 
 from crossformer_deploy.base.cache import cache_dir
+from crossformer_deploy.base.det_preprocess import det_batch, det_preprocess
 from crossformer_deploy.base.errors import UsageError
 from crossformer_deploy.base.fileio import sha256_file, write_bytes_atomic
-from crossformer_deploy.base.images import list_images, load_batch
-from crossformer_deploy.base.model_info import ModelInfo
+from crossformer_deploy.base.images import list_images, load_batch, load_image
+from crossformer_deploy.base.model_info import CENTER_CROP, KEEP_RATIO_PAD, ModelInfo
 
 METHODS = ("entropy", "percentile", "minmax")
 CACHE_VERSION = 1
+DET_BATCH = 1  # detector inputs are ~800x1216: the observed tensors of 16 such images would take GBs
 
 
 def calibration_method(name: str):
@@ -45,13 +51,16 @@ def calibration_method(name: str):
 @dataclass(frozen=True)
 class CalibrationSet:
     """``count`` images drawn from a folder (sorted, then a seeded choice: the same files every run),
-    preprocessed exactly as the model expects (its metadata's mean/std/crop) at one ``size``."""
+    preprocessed exactly as the model expects (its metadata's mean/std/crop) at one ``size``; a detector's
+    (``resize`` KEEP_RATIO_PAD) by its test pipeline, ``size`` then being the scale (long, short) it resizes to."""
 
     paths: tuple[str, ...]
     size: tuple[int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     crop_ratio: float
+    resize: str = CENTER_CROP
+    stride: int = 32
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, info: ModelInfo, count: int = 512,
@@ -62,8 +71,15 @@ class CalibrationSet:
         if count < len(paths):
             keep = np.sort(np.random.default_rng(seed).choice(len(paths), size=count, replace=False))
             paths = [paths[i] for i in keep]
+        if info.resize == KEEP_RATIO_PAD:  # a detector: its own test pipeline, whatever ``size`` says
+            return cls(tuple(paths), tuple(info.scale), tuple(info.mean), tuple(info.std), 1.0, KEEP_RATIO_PAD,
+                       int(info.stride))
         return cls(tuple(paths), tuple(size or info.input_size), tuple(info.mean), tuple(info.std),
                    float(info.crop_ratio))
+
+    @property
+    def detector(self) -> bool:
+        return self.resize == KEEP_RATIO_PAD
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -72,8 +88,10 @@ class CalibrationSet:
         """Contents, not names, decide the ranges: sorted sha256 of every image file."""
         return sorted(sha256_file(p) for p in self.paths)
 
-    def batches(self, batch_size: int = 16, fill: bool = False) -> Iterator[tuple[np.ndarray, int]]:
-        """(batch, how many of its images are new) per ``batch_size`` images. fill: every batch has exactly
+    def batches(self, batch_size: int = 16, fill: bool = False
+                ) -> Iterator[tuple[np.ndarray | tuple[np.ndarray, np.ndarray], int]]:
+        """(batch, how many of its images are new) per ``batch_size`` images; a detector's batch is (image
+        [B, 3, H, W] padded to the largest, image_size [B, 4]). fill: every batch has exactly
         ``batch_size`` images (a graph with a fixed batch takes nothing else), the last one topped up
         with the first images again; their statistics then count twice, which moves a range far less
         than leaving images out would."""
@@ -83,7 +101,11 @@ class CalibrationSet:
             real = len(chunk)
             if fill:
                 chunk += [self.paths[j % n] for j in range(batch_size - real)]
-            yield load_batch(chunk, self.size, self.crop_ratio, self.mean, self.std), real
+            if self.detector:
+                yield det_batch([det_preprocess(load_image(p), self.size, self.mean, self.std)
+                                 for p in chunk], self.stride), real
+            else:
+                yield load_batch(chunk, self.size, self.crop_ratio, self.mean, self.std), real
 
 
 def cache_key(model: onnx.ModelProto, method: str, images: CalibrationSet, tensors: Sequence[str]) -> str:
@@ -91,8 +113,11 @@ def cache_key(model: onnx.ModelProto, method: str, images: CalibrationSet, tenso
     observed tensors (which nodes get quantized decides which ranges are needed)."""
     h = hashlib.sha256()
     h.update(hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest().encode())
-    h.update(json.dumps({"method": method, "size": list(images.size), "images": images.file_hashes(),
-                         "tensors": sorted(tensors), "version": CACHE_VERSION}).encode())
+    what = {"method": method, "size": list(images.size), "images": images.file_hashes(), "tensors": sorted(tensors),
+            "version": CACHE_VERSION}
+    if images.detector:  # ``size`` is then a resize bound, not a crop (older keys stay as they were)
+        what["resize"] = images.resize
+    h.update(json.dumps(what).encode())
     return h.hexdigest()
 
 
@@ -139,7 +164,8 @@ def calibrate(model: onnx.ModelProto, images: CalibrationSet, method: str, tenso
         calibrator = _make_calibrator(src, Path(tmp, "augmented.onnx"), method, set(tensors))
         with tqdm(total=len(images), desc=f"calibrating ({method})", unit="img", file=sys.stderr,
                   disable=not progress) as bar:
-            for batch, new in images.batches(fixed or batch_size, fill=fixed is not None):
+            for batch, new in images.batches(fixed or (DET_BATCH if images.detector else batch_size),
+                                             fill=fixed is not None):
                 _collect(calibrator, batch)
                 bar.update(new)
             bar.set_postfix_str("computing ranges")
@@ -192,11 +218,15 @@ class _OneBatch:
         return feeds
 
 
-def feeds_for(graph: onnx.GraphProto, batch: np.ndarray) -> dict[str, np.ndarray]:
+def feeds_for(graph: onnx.GraphProto, batch: np.ndarray | tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
     """The image batch as the first input; a segmenter's ``output_size`` (its second input) is the batch's own
-    size, so its logits are calibrated as they run on an image that needed no AlignResize stretch."""
+    size, so its logits are calibrated as they run on an image that needed no AlignResize stretch; a detector's
+    batch comes with its ``image_size`` rows."""
     weights = {t.name for t in graph.initializer}
     names = [i.name for i in graph.input if i.name not in weights]
+    if isinstance(batch, tuple):
+        batch, image_size = batch
+        return {names[0]: batch, "image_size": image_size}
     feeds = {names[0]: batch}
     if "output_size" in names:
         feeds["output_size"] = np.asarray(batch.shape[2:], np.int64)

@@ -36,6 +36,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from crossformer_deploy.export.onnx_export import read_info, set_metadata
+from crossformer_deploy.export.precision.det_region import lowerable
 
 FP16_MASK_FILL = -30000.0  # finite in fp16 with headroom: |fill + bias + scores| stays < 65504
 MASK_FILL_FP32 = -1e6  # model/grouping.py MASK_FILL, as it appears in the fp32 export
@@ -63,7 +64,8 @@ def to_fp16(proto: onnx.ModelProto, fp16_io: bool = False, mask_fill: float = FP
         raise Fp16ConversionError(f"FP16 conversion needs an fp32 model, this one is {read_info(proto).precision}")
     model = copy.deepcopy(proto)
     replaced = replace_mask_fill(model, mask_fill)
-    n_attn = sum(n.op_type == "Softmax" for n in model.graph.node)
+    # the attention blocks' softmaxes (a Mask R-CNN's box head has one more, which holds no mask)
+    n_attn = sum(n.op_type == "Softmax" and "/attn/" in n.name for n in model.graph.node)
     if _dynamic_size(model):
         # one Where(valid, 0, -1e6) per attention block, whatever the input size
         if replaced != n_attn:
@@ -120,7 +122,9 @@ def _convert(model: onnx.ModelProto, fp16_io: bool) -> None:
     types = _elem_types(model)
     act = activation_tensors(g)
     nodes = list(g.node)  # one Python object per node (protobuf wrappers are not stable across iterations)
-    fp16_nodes = {k for k, n in enumerate(nodes) if n.op_type not in FP32_OP_TYPES and any(i in act for i in n.input)}
+    may_lower = lowerable(model)  # a detector's post-processing stays fp32 (det_region.py)
+    fp16_nodes = {k for k, n in enumerate(nodes) if n.op_type not in FP32_OP_TYPES and any(i in act for i in n.input)
+                  and may_lower(n.name)}
     consts = {t.name: t for t in g.initializer}
     const_nodes = {n.output[0]: n for n in nodes if n.op_type == "Constant"}
 

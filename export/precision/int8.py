@@ -48,6 +48,7 @@ from crossformer_deploy.export.precision.calibration import (
     load_ranges,
     save_ranges,
 )
+from crossformer_deploy.export.precision.det_region import lowerable
 from crossformer_deploy.export.precision.fp16 import activation_tensors
 from crossformer_deploy.export.precision.schemes import PORTABLE, SYMMETRIC, check_scheme
 from crossformer_deploy.model.grouping import group_layout
@@ -68,7 +69,8 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
                   calib_dir: str | os.PathLike, count: int = 512, method: str = "entropy",
                   size: tuple[int, int] | None = None, cache_path: str | os.PathLike | None = None,
                   quantize_head: bool = False, progress: bool = True, quantize_attention: bool = True,
-                  seed: int = 0, scheme: str = PORTABLE, float_stages: Sequence[int] = ()) -> onnx.ModelProto:
+                  seed: int = 0, scheme: str = PORTABLE, float_stages: Sequence[int] = (),
+                  float_scopes: Sequence[str] = ()) -> onnx.ModelProto:
     """Calibrate on ``count`` images of ``calib_dir`` and write the Q/DQ model to ``out_path`` (atomically).
 
     model: an fp32 export (ModelProto or path). size: calibration input size (default the export size;
@@ -77,7 +79,10 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
     quantize_attention: also quantize the two activation x activation matmuls of every attention.
     scheme: "reduced-range" (7-bit weights, accurate on every x86 CPU) or "symmetric" (TensorRT).
     float_stages: stages (0-based) whose quantizable layers all stay float (placement.py).
+    float_scopes: node-name prefixes whose quantizable layers stay float (e.g. a detector's ``/neck/``).
     out_path None: return the model without writing it.
+    A whole detector calibrates on its images through its own test pipeline (calibration.py), at the scale its
+    metadata records; ``size`` then only says at which input the wide groups are judged (default 800x1216).
     """
     proto = onnx.load(os.fspath(model)) if not isinstance(model, onnx.ModelProto) else model
     info = read_info(proto)
@@ -90,7 +95,7 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
         raise UsageError(f"this graph is static at {info.input_size[0]}x{info.input_size[1]}: "
                          f"calibrate at that size, not {size[0]}x{size[1]}")
     images = CalibrationSet.from_folder(calib_dir, info, count, size, seed)
-    exclude = excluded_nodes(proto, quantize_head, quantize_attention, size, float_stages)
+    exclude = excluded_nodes(proto, quantize_head, quantize_attention, size, float_stages, float_scopes)
     tensors = quantized_inputs(proto, exclude)
     key = cache_key(proto, method, images, tensors)
     cache_path = os.fspath(cache_path) if cache_path is not None else default_cache_path(key)
@@ -100,8 +105,11 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
         save_ranges(cache_path, key, method, images, ranges)
     q = quantize_with_ranges(proto, ranges, method, exclude, scheme)
     extra = {**info.extra, "int8": {"scheme": scheme, "calibration": method, "images": len(images), "size": list(size),
+                                    **({"resize": images.resize, "scale": list(images.size)} if images.detector
+                                       else {}),
                                     "cache_key": key, "quantize_head": quantize_head,
                                     "quantize_attention": quantize_attention, "float_stages": list(float_stages),
+                                    **({"float_scopes": list(float_scopes)} if float_scopes else {}),
                                     "float_probability_matmuls": len(wide_group_pv(proto, size))}}
     set_metadata(q, {"precision": "int8", "extra": json.dumps(extra)})
     if out_path is not None:
@@ -110,16 +118,19 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
 
 
 def excluded_nodes(proto: onnx.ModelProto, quantize_head: bool = False, quantize_attention: bool = True,
-                   size: tuple[int, int] | None = None, float_stages: Sequence[int] = ()) -> list[str]:
+                   size: tuple[int, int] | None = None, float_stages: Sequence[int] = (),
+                   float_scopes: Sequence[str] = ()) -> list[str]:
     """Quantizable nodes to leave in float: the DPB MLP, anything not computed from the image, matmuls with a
     matrix computed from sizes (a segmenter's pooling), the head (a segmenter's ``conv_seg``), CrossFormer++'s
     cooling convs (``ACL_SCOPE``), the P x V matmuls of wide groups (``wide_group_pv``,
-    judged at ``size``, default the export size) and everything of ``float_stages`` (``/layers.{i}/``)."""
+    judged at ``size``, default the export size), everything of ``float_stages`` (``/layers.{i}/``) and of
+    ``float_scopes`` (name prefixes), and a detector's post-processing (det_region.py)."""
     g = proto.graph
     act = activation_tensors(g)
+    may_lower = lowerable(proto)
     weights = {t.name for t in g.initializer}
     wide = wide_group_pv(proto, size)
-    float_scopes = tuple(f"/layers.{i}/" for i in float_stages)
+    float_scopes = tuple(f"/layers.{i}/" for i in float_stages) + tuple(float_scopes)
     out = []
     for n in g.node:
         if n.op_type not in QUANTIZED_OPS:
@@ -130,7 +141,8 @@ def excluded_nodes(proto: onnx.ModelProto, quantize_head: bool = False, quantize
         if (DPB_SCOPE in n.name or not any(i in act for i in n.input) or size_matrix
                 or (not quantize_head and (HEAD_SCOPE in n.name or SEG_HEAD_SCOPE in n.name))
                 or (not quantize_attention and attention_matmul)
-                or ACL_SCOPE in n.name or n.name in wide or n.name.startswith(float_scopes)):
+                or ACL_SCOPE in n.name or n.name in wide or n.name.startswith(float_scopes)
+                or not may_lower(n.name)):
             out.append(n.name)
     return out
 

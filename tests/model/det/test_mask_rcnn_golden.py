@@ -247,3 +247,13 @@ def test_no_detection_is_an_empty_answer(mask_rcnn_ckpt, golden_mask_rcnn):
         dets, labels, masks = model(x, torch.tensor(size))
     assert dets.shape == (2, 100, 5) and not dets.any() and bool((labels == -1).all()) and not masks.any()
     assert paste_masks(masks[0], dets[0], 64, 96).shape == (0, 64, 96)
+
+
+def test_onnx_op_set_is_pinned(det_onnx):
+    """A new op type in the exported graph fails here: update model/det/onnx_ops.py and docs/detection.md's
+    TensorRT table together."""
+    import onnx
+
+    from crossformer_deploy.model.det.onnx_ops import DET_ONNX_OPS, op_types
+
+    assert op_types(onnx.load_from_string(det_onnx[1])) == DET_ONNX_OPS["mask_rcnn"]

@@ -166,3 +166,13 @@ def test_without_image_size_each_image_fills_the_input(model, golden_det):
         a = model(x)
         b = model(x, torch.tensor([[64, 64, 64, 64]] * 2))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_onnx_op_set_is_pinned(det_onnx):
+    """A new op type in the exported graph fails here: update model/det/onnx_ops.py and docs/detection.md's
+    TensorRT table together."""
+    import onnx
+
+    from crossformer_deploy.model.det.onnx_ops import DET_ONNX_OPS, op_types
+
+    assert op_types(onnx.load_from_string(det_onnx[1])) == DET_ONNX_OPS["retinanet"]
