@@ -2,7 +2,7 @@
 
     plain        the exporter's graph, untouched
     onnxruntime  fold_dpb -> cleanup  (static or --max-size: no DPB MLP at run time; static: every shape folded)
-    openvino     fold_dpb -> cleanup -> tokens_around_convs  (the patch mergings' layout in OpenVINO's form)
+    openvino     the same graph as onnxruntime
     tensorrt     fold_dpb -> fuse_grouped_attention -> cleanup   (one plugin node per block)
 
 fold_dpb runs where a largest size is known (a static graph's size, --max-size, an engine profile's
@@ -21,7 +21,6 @@ from crossformer_deploy.export.passes.blocks import architecture
 from crossformer_deploy.export.passes.cleanup import cleanup
 from crossformer_deploy.export.passes.fold_dpb import fold_dpb
 from crossformer_deploy.export.passes.fuse_grouped_attention import fuse_grouped_attention
-from crossformer_deploy.export.passes.tokens_around_convs import tokens_around_convs
 from crossformer_deploy.model.config import CrossFormerConfig
 from crossformer_deploy.plugins import op
 from crossformer_deploy.plugins.onnx_function import attach_functions
@@ -34,10 +33,8 @@ def passes(target: str, cfg: CrossFormerConfig, max_size: tuple[int, int] | None
     fold = [("fold_dpb", lambda g: fold_dpb(g, cfg, max_size))] if max_size else []
     if target == "plain":
         return []
-    if target == "onnxruntime":
+    if target in ("onnxruntime", "openvino"):
         return [*fold, ("cleanup", cleanup)]
-    if target == "openvino":
-        return [*fold, ("cleanup", cleanup), ("tokens_around_convs", tokens_around_convs)]
     if target == "tensorrt":
         return [*fold, ("fuse_grouped_attention", lambda g: fuse_grouped_attention(g, cfg)), ("cleanup", cleanup)]
     raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")

@@ -144,10 +144,10 @@ class CaseGraphs:
     def _recipe(self, spec: GraphSpec) -> Recipe:
         int8 = None
         if spec.precision == "int8":
-            # One range cache per target and placement: the openvino target's graph differs from onnxruntime's in
-            # its patch mergings (tokens_around_convs), so their Q/DQ tensors differ too; each keeps its own
-            # calibration instead of overwriting the other's.
-            name = f"int8_ranges_{spec.target}" + ("" if spec.placement == ALL else f"_{spec.placement}") + ".json"
+            # One range cache per run and placement: the openvino and onnxruntime target graphs are the same graph
+            # today, so the second quantization reuses the first one's calibration (a placement quantizes other
+            # tensors: its own cache, not one overwriting the other's).
+            name = "int8_ranges.json" if spec.placement == ALL else f"int8_ranges_{spec.placement}.json"
             int8 = Int8Options(self.calibration_dir(), count=CALIB_COUNT, size=self.size,
                                cache_path=os.path.join(self.tmpdir, name), progress=False, placement=spec.placement)
         return Recipe(spec.target, spec.precision, int8=int8)

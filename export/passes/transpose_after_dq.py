@@ -14,6 +14,10 @@ moving it, so the result is bit-identical. Why: OpenVINO folds a Transpose that 
 (``transpose_b``) and moves dequantization through a Transpose, but a Transpose *behind* a Q/DQ pair runs as an
 op of its own, in its reference implementation (CrossFormer-S INT8 at 224, b1, AMX: 1.1 ms of Transposes less
 per inference; benchmarks/README.md).
+
+Only where every consumer is a MatMul: in front of a ``Transpose(0, 3, 1, 2)`` that feeds a Conv (a channels-last
+patch merging) OpenVINO 2026.4 computed wrong values from the moved pair (CrossFormer-S logits' cosine 0.976 against
+0.9993 with the pair behind the Transpose, and 0.9993 on ONNX Runtime either way; benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -38,6 +42,8 @@ def transpose_after_dq(model: onnx.ModelProto) -> onnx.ModelProto:
         q = _only_consumer(t.outputs[0], "QuantizeLinear", graph)
         dq = q and _only_consumer(q.outputs[0], "DequantizeLinear", graph)
         if dq is None or not (_per_tensor(q) and _per_tensor(dq)) or dq.outputs[0] in graph.outputs:
+            continue
+        if any(c.op != "MatMul" for c in dq.outputs[0].outputs):  # see the module docstring: only into a MatMul
             continue
         dequantized = dq.outputs[0]
         moved = gs.Variable(dequantized.name + "_transposed", dtype=dequantized.dtype)

@@ -57,6 +57,23 @@ def test_leaves_per_channel_pairs():
     assert _transpose_feeds_quantize(transpose_after_dq(model)) == 1
 
 
+def test_leaves_pairs_that_feed_a_conv():
+    """A channels-last view into a Conv (Transpose(0, 3, 1, 2) -> Q -> DQ -> Conv): moving the pair in front of
+    that Transpose made OpenVINO compute wrong values, so the pass leaves it where it is."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 3, 1, 2]),
+             helper.make_node("QuantizeLinear", ["xt", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("Conv", ["xd", "w"], ["y"], kernel_shape=[1, 1])]
+    inits = [numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+             numpy_helper.from_array(np.array(0, np.int8), "z"),
+             numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    assert _transpose_feeds_quantize(transpose_after_dq(model)) == 1
+
+
 def test_openvino_int8_recipe_runs_it(tmp_path):
     """The openvino target's INT8 graph of a real model has no Transpose feeding a QuantizeLinear (the keys'
     transpose of every block had one before the pass)."""
