@@ -71,6 +71,23 @@ def positive_int(text: str) -> int:
     return v
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v} must be at least 0")
+    return v
+
+
+def add_openvino_shapes(p: argparse.ArgumentParser, default: int) -> None:
+    p.add_argument("--openvino-shapes", type=non_negative_int, default=default, metavar="N",
+                   help="--provider openvino: compile a dynamic graph once per input shape, keeping the N most recent "
+                   f"(default {default}; far less memory and faster runs for a compile at each new shape); 0: one "
+                   "dynamic compile")
+
+
 class Steps:
     """A progress bar over named steps on stderr (silent when stderr is not a terminal)."""
 

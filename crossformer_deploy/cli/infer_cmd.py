@@ -17,8 +17,14 @@ from crossformer_deploy.base.images import list_images, load_image
 from crossformer_deploy.base.model_info import ModelInfo
 from crossformer_deploy.base.palette import class_map_png, overlay
 from crossformer_deploy.base.sizes import parse_size
-from crossformer_deploy.cli.common import classifier_from_args, default_variant, positive_int, run_main
-from crossformer_deploy.engines.open_model import open_runner, read_model_info
+from crossformer_deploy.cli.common import (
+    add_openvino_shapes,
+    classifier_from_args,
+    default_variant,
+    positive_int,
+    run_main,
+)
+from crossformer_deploy.engines.open_model import OPENVINO_SHAPES_KEPT, open_runner, read_model_info
 from crossformer_deploy.export.det_info import detector_info
 from crossformer_deploy.export.onnx_export import export
 from crossformer_deploy.model.config import VARIANT_CHOICES, get_config
@@ -84,6 +90,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--size", help="input size N or HxW, a multiple of 32 (default: the model's, 224)")
     p.add_argument("--batch-size", type=positive_int, help="images per run (default 8; --task det 1)")
     p.add_argument("--threads", type=positive_int, help="CPU threads (default: the runtime's choice)")
+    add_openvino_shapes(p, OPENVINO_SHAPES_KEPT)
     p.add_argument("--json", action="store_true", help="print JSON (one list) instead of a table")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (exit 2)")
     g = p.add_argument_group("segmentation (--task seg)")
@@ -190,7 +197,7 @@ def _classify(args: argparse.Namespace, paths: list[str], on_error) -> list:
         print(f"warning: {name} has untrained (random) weights, so its labels are meaningless; {WEIGHTS_HINT}",
               file=sys.stderr)
     size = parse_size(args.size, info.stride) if args.size else tuple(info.input_size)
-    with runner or open_runner(model_path, args.provider, args.threads) as runner:
+    with runner or open_runner(model_path, args.provider, args.threads, args.openvino_shapes) as runner:
         return classify(runner, info, paths, size, args.topk, args.batch_size, on_error=on_error)
 
 
@@ -216,7 +223,7 @@ def _run_seg(args: argparse.Namespace, failures: list[ImageError], on_error) -> 
             print(f"warning: {os.path.basename(model_path)} has untrained (random) weights, so its classes are "
                   "meaningless; pass the authors' MMSegmentation checkpoint with --weights", file=sys.stderr)
         roots = [os.path.abspath(p) for p in args.images if os.path.isdir(p)]
-        with open_runner(model_path, args.provider, args.threads) as runner:
+        with open_runner(model_path, args.provider, args.threads, args.openvino_shapes) as runner:
             for seg in segment(runner, info, paths, on_error):
                 records.append(_write_seg(seg, info, out_dir, roots, args.alpha))
                 if not args.json:
@@ -279,7 +286,7 @@ def _run_det(args: argparse.Namespace, failures: list[ImageError], on_error) -> 
             print(f"warning: {os.path.basename(model_path)} has untrained (random) weights, so its detections are "
                   "meaningless; pass the authors' MMDetection checkpoint with --weights", file=sys.stderr)
         roots = [os.path.abspath(p) for p in args.images if os.path.isdir(p)]
-        with open_runner(model_path, args.provider, args.threads) as runner:
+        with open_runner(model_path, args.provider, args.threads, args.openvino_shapes) as runner:
             for res in detect(runner, info, paths, score_thr, args.batch_size or 1, on_error):
                 records.append(_write_det(res, info, out_dir, roots, args.alpha))
                 if not args.json:

@@ -15,8 +15,8 @@ from crossformer_deploy.base.images import list_images, load_batch, load_image
 from crossformer_deploy.base.model_file import is_engine
 from crossformer_deploy.base.model_info import DETECTOR, SEGMENTER, ModelInfo
 from crossformer_deploy.base.sizes import parse_size
-from crossformer_deploy.cli.common import classifier_from_args, parse_list, positive_int, run_main
-from crossformer_deploy.engines.open_model import open_runner, read_model_info
+from crossformer_deploy.cli.common import add_openvino_shapes, classifier_from_args, parse_list, positive_int, run_main
+from crossformer_deploy.engines.open_model import OPENVINO_SHAPES_KEPT, open_runner, read_model_info
 from crossformer_deploy.export.det_info import detector_from_info
 from crossformer_deploy.export.precision import schemes
 from crossformer_deploy.model.config import VARIANT_CHOICES
@@ -88,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--provider", choices=["cpu", "cuda", "tensorrt", "openvino", "torch-cuda"], default="cpu",
                    help="cpu / cuda / tensorrt / openvino run --model; torch-cuda runs the checkpoint on a GPU")
     p.add_argument("--threads", type=positive_int)
+    add_openvino_shapes(p, OPENVINO_SHAPES_KEPT)
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--output-size", metavar="HxW", help="segmenters: the original size the logits go back to "
                    "(default: each input size)")
@@ -226,7 +227,7 @@ def _run_det(args: argparse.Namespace) -> int:
     if args.images and args.sizes:
         raise UsageError("--sizes is for random inputs: with --images each photo is resized by the graph's rule")
     rows_out, matched, counted, mask_ious = [], 0, 0, []
-    with open_runner(args.model, args.provider, args.threads) as runner:
+    with open_runner(args.model, args.provider, args.threads, args.openvino_shapes) as runner:
         for what, image, image_size in _det_cases(args, info, batches):
             got = run_detector(runner, info, image, image_size)
             ref = reference.run({"image": image, "image_size": image_size})
@@ -321,7 +322,7 @@ def _model_and_info(args: argparse.Namespace) -> tuple[ModelInfo, CrossFormer]:
 def _runner(args: argparse.Namespace, model) -> Runner:
     if args.provider == "torch-cuda":
         return TorchCudaRunner(model)
-    return open_runner(args.model, args.provider, args.threads)
+    return open_runner(args.model, args.provider, args.threads, args.openvino_shapes)
 
 
 def _accuracy(model, args, info, reference, size: tuple[int, int]) -> dict | None:

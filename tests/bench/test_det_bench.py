@@ -25,7 +25,7 @@ def test_det_bench_table_and_json(small_det_ckpt, tmp_path):
         assert row["status"] == "ok", row
         assert row["median_ms"] > 0 and row["images_per_s"] == pytest.approx(batch * 1e3 / row["median_ms"])
         assert row["reference"] >= batch and row["matched"] == 1.0 and row["within_bar"], row
-    assert rows[("ov-target-f32", 2)]["graph"] == "OpenVINO: dynamic graph, openvino passes"
+    assert rows[("ov-target-f32", 2)]["graph"] == "OpenVINO: dynamic graph compiled per shape, openvino passes"
 
 
 def test_det_bench_refuses_what_it_does_not_do(capsys):

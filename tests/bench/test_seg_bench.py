@@ -25,7 +25,7 @@ def test_seg_bench_table_and_json(tmp_path):
         assert row["status"] == "ok", row
         assert row["median_ms"] > 0 and row["images_per_s"] == pytest.approx(batch * 1e3 / row["median_ms"])
         assert row["pixels"] >= 0.9999 and row["max_abs"] <= 1e-3 and row["within_bar"], row
-    assert rows[("ov-target-f32", 1)]["graph"] == "OpenVINO: dynamic graph, openvino passes"
+    assert rows[("ov-target-f32", 1)]["graph"] == "OpenVINO: dynamic graph compiled per shape, openvino passes"
     assert rows[("torch", 1)]["vs_torch"] == 1.0
 
 
