@@ -49,6 +49,7 @@ GROUPS = {
     "mlp": r"/mlp/fc[12]",
     "fc1": r"/mlp/fc1",
     "fc2": r"/mlp/fc2",
+    "mlp_late": r"^/layers\.[123]/blocks\.\d+/mlp/fc[12]",  # the MLPs of stages 2-4 (stage 1's float)
     "attn_matmuls": None,  # the two activation x activation matmuls of every attention (by their inputs)
     "backbone": r"^/(patch_embed|layers\.)",
     "neck": r"^/neck/",
