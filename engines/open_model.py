@@ -14,10 +14,11 @@ from crossformer_deploy.runtime.openvino_runner import OpenVINORunner
 from crossformer_deploy.runtime.runner import Runner
 
 # OpenVINO compiles a dynamic graph once per input shape, keeping this many (OpenVINORunner's per_shape). Measured
-# (benchmarks/ov_shape_memory_zen4.json): each kept shape holds its own static memory plan (1-1.5 GB for a detector
-# at 800x1216 or a segmenter at 512x704), while a dynamic compile's memory grows with the largest input it saw and is
-# not given back (6.0 GB for Mask R-CNN-S at 800x1216, 11.5 GB once it ran a batch of 2); two cover a collection's landscape and portrait photos (the resize keeps
-# the aspect ratio) at 4.1 GB for Mask R-CNN-S, and every run is 0-14 % faster than the dynamic compile's.
+# (benchmarks/ov_shape_memory_zen4.json): each kept shape holds its own static memory plan (1-1.5 GB for a
+# detector at 800x1216 or a segmenter at 512x704), while a dynamic compile's memory grows with the largest input
+# it saw and is not given back (6.0 GB for Mask R-CNN-S at 800x1216, 11.5 GB once it ran a batch of 2). Two cover
+# a collection's landscape and portrait photos (the resize keeps the aspect ratio) at 4.1 GB for Mask R-CNN-S,
+# and every run is 1-14 % faster than the dynamic compile's.
 OPENVINO_SHAPES_KEPT = 2
 
 

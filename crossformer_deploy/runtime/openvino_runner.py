@@ -46,7 +46,7 @@ class OpenVINORunner(Runner):
     keeps the N most recently used (0: one compile of the model as it is). OpenVINO's CPU plugin plans
     memory ahead only for static shapes: compiled dynamic, Mask R-CNN-S at 800x1216 held 6.0 GB (11.5 GB
     once it had run a batch of 2, never given back), compiled for the shape 1.4 GB, and each run was
-    0-14 % faster, for 2-3 s of compiling per new shape (benchmarks/ov_shape_memory_zen4.json).
+    1-14 % faster, for 2-3 s of compiling per new shape (benchmarks/ov_shape_memory_zen4.json).
     """
 
     name = "openvino"
