@@ -116,15 +116,9 @@ def main() -> None:
         print(f"{mode:15s} load {res['load_s']:.1f}s  peak {res['peak_rss_gb']:.2f} GB  total {res['total_s']:.1f}s"
               f"  | first/median, rss after: {steps}", flush=True)
     if args.json:
-        data = json.load(open(args.json)) if args.json_key and os.path.exists(args.json) else {}
-        if args.json_key:
-            data[args.json_key] = report
-        else:
-            data = report
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
+        from det_vs_mmdet import save  # the same --json / --json-key rule (atomic, the file's other keys kept)
 
+        save(args, report)
 
 if __name__ == "__main__":
     main()

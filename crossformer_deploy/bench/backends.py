@@ -15,6 +15,7 @@ from crossformer_deploy.bench.machine import emulated
 from crossformer_deploy.export.onnx_export import output_names
 from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
 from crossformer_deploy.runtime.openvino_runner import OpenVINORunner
+from crossformer_deploy.runtime.runner import Runner
 from crossformer_deploy.runtime.torch_cuda_runner import TorchCudaRunner
 
 
@@ -108,6 +109,16 @@ def refuse_emulated(precision: str, flags: frozenset[str], run_emulated: bool) -
 
 class EmulatedError(UsageError):
     """A path this CPU would only emulate."""
+
+
+def dense_runner(runtime: str, path: str, threads: int, ov_precision: str = "f32") -> tuple[Runner, str]:
+    """(loaded runner, graph label) of a detector's or segmenter's dynamic graph on ``runtime`` ("ort" or "ov").
+    OpenVINO compiles it per shape, as crossformer-infer does (runtime/openvino_runner.py: its dynamic compile holds
+    far more memory and runs slower)."""
+    if runtime == "ort":
+        return OnnxRuntimeRunner(path, threads=threads).load(), "ONNX Runtime: dynamic graph"
+    return (OpenVINORunner(path, threads, ov_precision, per_shape=1).load(),
+            "OpenVINO: dynamic graph compiled per shape")
 
 
 def one_line(e: BaseException) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from crossformer_deploy.base.errors import UsageError
-from crossformer_deploy.bench.backends import one_line
+from crossformer_deploy.bench.backends import dense_runner, one_line
 from crossformer_deploy.bench.machine import machine_info
 from crossformer_deploy.bench.timing import interleaved_with_progress
 from crossformer_deploy.export.det_info import DET_INPUT_SIZE, detector_info
@@ -29,8 +29,6 @@ from crossformer_deploy.export.onnx_export import save_onnx, to_onnx
 from crossformer_deploy.export.recipe import Recipe, apply
 from crossformer_deploy.model.det import build_detector
 from crossformer_deploy.model.factory import weights_label
-from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
-from crossformer_deploy.runtime.openvino_runner import OpenVINORunner
 from crossformer_deploy.runtime.parity import DET_MATCH, match_detections
 
 BENCH_SCORE_MIN = 0.05  # every detection the graph keeps (mmdet's test score_thr)
@@ -138,13 +136,9 @@ def _case(cfg: DetBenchConfig, model, graph: Callable[[str], str], size: tuple[i
             if spec.runtime == "torch":
                 fn, r.graph = torch_fn, "PyTorch eager"
             else:
-                runner = (OnnxRuntimeRunner(graph(spec.target), threads=cfg.threads) if spec.runtime == "ort" else
-                          OpenVINORunner(graph(spec.target), cfg.threads, "f32", per_shape=1)).load()
+                runner, engine = dense_runner(spec.runtime, graph(spec.target), cfg.threads, "f32")
                 runners.append(runner)
                 fn = runner.run
-                # OpenVINO compiles it per shape, as crossformer-infer does (runtime/openvino_runner.py)
-                engine = ("ONNX Runtime: dynamic graph" if spec.runtime == "ort" else
-                          "OpenVINO: dynamic graph compiled per shape")
                 r.graph = f"{engine}, {spec.target} passes"
             got = fn(feeds)
         except Exception as e:  # one backend failing must not end the run

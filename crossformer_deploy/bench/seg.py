@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from crossformer_deploy.base.errors import UsageError
-from crossformer_deploy.bench.backends import one_line, refuse_emulated
+from crossformer_deploy.bench.backends import dense_runner, one_line, refuse_emulated
 from crossformer_deploy.bench.machine import cpu_model_and_flags, machine_info
 from crossformer_deploy.bench.timing import interleaved_with_progress
 from crossformer_deploy.export.onnx_export import save_onnx, to_onnx
@@ -28,8 +28,6 @@ from crossformer_deploy.model.factory import weights_label
 from crossformer_deploy.model.seg import build_segmenter
 from crossformer_deploy.model.seg.factory import segmenter_info
 from crossformer_deploy.model.seg.synthetic import fit_head, trained_like_segmenter
-from crossformer_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
-from crossformer_deploy.runtime.openvino_runner import OpenVINORunner
 from crossformer_deploy.runtime.parity import pixel_agreement
 
 
@@ -149,14 +147,10 @@ def _case(cfg: SegBenchConfig, model, graph: Callable[[str], str], size: tuple[i
             if spec.runtime == "torch":
                 fn, r.graph = torch_fn, "PyTorch eager"
             else:
-                runner = (OnnxRuntimeRunner(graph(spec.target), threads=cfg.threads) if spec.runtime == "ort" else
-                          OpenVINORunner(graph(spec.target), cfg.threads, OV_PRECISION[spec.precision],
-                                         per_shape=1)).load()
+                runner, engine = dense_runner(spec.runtime, graph(spec.target), cfg.threads,
+                                              OV_PRECISION[spec.precision])
                 runners.append(runner)
                 fn = runner.run
-                # OpenVINO compiles it per shape, as crossformer-infer does (runtime/openvino_runner.py)
-                engine = ("ONNX Runtime: dynamic graph" if spec.runtime == "ort" else
-                          "OpenVINO: dynamic graph compiled per shape")
                 r.graph = f"{engine}, {spec.target} passes"
             got = fn(feeds)
         except Exception as e:  # one backend failing must not end the run
