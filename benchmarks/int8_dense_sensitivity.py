@@ -90,7 +90,7 @@ def exclusion(proto, config: str, size) -> list[str] | None:
     if config.startswith("placement:"):
         p = placement(config.split(":", 1)[1])
         return excluded_nodes(proto, quantize_attention=p.quantize_attention, size=size,
-                              float_stages=p.float_stages, float_scopes=getattr(p, "float_scopes", ()))
+                              float_stages=p.float_stages, int8_only=p.int8_only)
     kind, groups = config.split("=", 1)
     chosen = set().union(*(group_nodes(proto, g) for g in groups.split("+")))
     if kind == "float":

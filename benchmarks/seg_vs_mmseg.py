@@ -49,10 +49,13 @@ MODELS = ["upernet-s", "fpn-s", "upernet-b", "fpn-b", "upernet-pp-s2", "fpn-pp-s
 # holdout --int8-variants: Int8Options on top of the calibration's (docs/segmentation.md, "INT8 and UPerHead's
 # concats"): split = Conv(Concat) split per input (passes/split_concat_conv.py, per-branch scales);
 # float-bottleneck = UPerHead's PPM bottleneck conv kept float; float-fpn-bottleneck = its fpn_bottleneck conv
-INT8_VARIANTS = {"default": {}, "split": {"split_concat_convs": True},
-                 "float-bottleneck": {"float_scopes": ("/decode_head/bottleneck/",)},
-                 "float-fpn-bottleneck": {"float_scopes": ("/decode_head/fpn_bottleneck/",)},
-                 "float-both": {"float_scopes": ("/decode_head/bottleneck/", "/decode_head/fpn_bottleneck/")}}
+# default = the export's own placement (mlp-fc1 for segmenters since 2026-12-06); all = every layer int8 (the
+# default before, which every other variant builds on)
+INT8_VARIANTS = {"default": {}, "all": {"placement": "all"}, "split": {"split_concat_convs": True, "placement": "all"},
+                 "float-bottleneck": {"float_scopes": ("/decode_head/bottleneck/",), "placement": "all"},
+                 "float-fpn-bottleneck": {"float_scopes": ("/decode_head/fpn_bottleneck/",), "placement": "all"},
+                 "float-both": {"float_scopes": ("/decode_head/bottleneck/", "/decode_head/fpn_bottleneck/"),
+                                "placement": "all"}}
 # (batch, input H, W, original H0, W0)
 CASES = [(1, 512, 512, 512, 512), (1, 512, 704, 512, 683), (1, 384, 640, 384, 640), (2, 384, 640, 384, 640)]
 
@@ -276,10 +279,13 @@ def holdout(args: argparse.Namespace) -> list[dict]:
     photo's map is scored against the fp32 PyTorch map on ONNX Runtime and OpenVINO."""
     import shutil
 
+    import onnx
+
     from crossformer_deploy.base.images import load_image
     from crossformer_deploy.base.seg_preprocess import seg_preprocess
+    from crossformer_deploy.export.onnx_export import read_info
     from crossformer_deploy.export.recipe import Int8Options
-    from crossformer_deploy.runtime.parity import pixel_agreement
+    from crossformer_deploy.runtime.parity import miou_agreement, pixel_agreement
 
     photos, rows = sample_photos(), []
     stages = tuple(int(i) for i in args.float_stages.split(",")) if args.float_stages else ()
@@ -322,11 +328,13 @@ def holdout(args: argparse.Namespace) -> list[dict]:
                                "float_stages": list(stages) if int8 else [],
                                "calib_images": count if int8 else 0,
                                "calib_method": args.calib_method if int8 else None, "fp32_margin_under_1": near,
-                               "engine": engine, "pixels": pixel_agreement(ref, cm), "count": int(ref.size)}
+                               "engine": engine, "pixels": pixel_agreement(ref, cm), "count": int(ref.size),
+                               "miou": miou_agreement(ref, cm, model.num_classes),
+                               "int8_only": read_info(onnx.load(path)).extra.get("int8", {}).get("int8_only")}
                         rows.append(row)
                         print(f"{name:>10} {precision} {variant:>16} {engine:>11}, held out {row['held_out']} "
                               f"({near:.1%} of its fp32 pixels under 1.0 from a tie): pixel agreement "
-                              f"{row['pixels']:.4%}", flush=True)
+                              f"{row['pixels']:.4%}, mIoU vs fp32 {row['miou']:.4f}", flush=True)
         for precision, variant in graphs:
             for engine in args.engines.split(","):
                 mine = [r for r in rows if (r["model"], r["precision"], r["int8_variant"] or "-", r["engine"])

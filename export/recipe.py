@@ -21,7 +21,7 @@ from crossformer_deploy.export.passes.transpose_after_dq import transpose_after_
 from crossformer_deploy.export.pipeline import TARGETS, run_pipeline
 from crossformer_deploy.export.precision.fp16 import to_fp16
 from crossformer_deploy.export.precision.int8 import quantize_int8
-from crossformer_deploy.export.precision.placement import ALL, placement
+from crossformer_deploy.export.precision.placement import default_placement, placement
 from crossformer_deploy.export.precision.schemes import check_scheme, scheme_for_target
 from crossformer_deploy.model.attention import spatial_qkv
 from crossformer_deploy.model.crossformer import CrossFormer
@@ -42,7 +42,7 @@ class Int8Options:
     quantize_head: bool = False
     scheme: str | None = None  # None: the target's (symmetric for TensorRT, reduced-range for CPUs)
     progress: bool = True
-    placement: str = ALL  # which layers are int8 (placement.py)
+    placement: str | None = None  # which layers are int8 (placement.py); None: the model kind's default
     float_stages: tuple[int, ...] = ()  # backbone stages kept float on top of the placement's
     split_concat_convs: bool = False  # segmenters: Conv(Concat) -> one Conv per input (passes/split_concat_conv.py)
     float_scopes: tuple[str, ...] = ()  # node-name prefixes kept float (e.g. a detector's "/neck/")
@@ -69,7 +69,7 @@ class Recipe:
             raise UsageError("fp16 inputs/outputs need the fp16 precision")
         if self.int8 is not None and self.int8.scheme is not None:
             check_scheme(self.int8.scheme)
-        if self.int8 is not None:
+        if self.int8 is not None and self.int8.placement is not None:
             placement(self.int8.placement)
             if not set(self.int8.float_stages) <= {0, 1, 2, 3}:
                 raise UsageError(f"float stages are 0-3 (the backbone's four stages), not {self.int8.float_stages}")
@@ -98,14 +98,15 @@ def apply(proto: onnx.ModelProto, recipe: Recipe, explain: Step | None = None,
     else:
         step("calibrating and quantizing to INT8")
         o = recipe.int8
-        where = placement(o.placement)
-        if o.split_concat_convs and read_info(proto).mode == SEGMENTER:  # opt-in: lost on UPerNet-S (segmentation.md)
+        mode = read_info(proto).mode
+        where = placement(o.placement or default_placement(mode))
+        if o.split_concat_convs and mode == SEGMENTER:  # opt-in: lost on UPerNet-S (segmentation.md)
             proto = split_concat_conv(proto)
         proto = quantize_int8(proto, None, o.calib_dir, count=o.count, method=o.method, size=o.size,
                               cache_path=o.cache_path, quantize_head=o.quantize_head, scheme=recipe.int8_scheme,
                               progress=o.progress, quantize_attention=where.quantize_attention,
                               float_stages=tuple(sorted(set(where.float_stages) | set(o.float_stages))),
-                              float_scopes=o.float_scopes)
+                              float_scopes=o.float_scopes, int8_only=where.int8_only)
         if recipe.target == "openvino":  # measured there (benchmarks/README.md); bit-identical anywhere
             proto = transpose_after_dq(proto)
     if recipe.target == "tensorrt":

@@ -70,7 +70,7 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
                   size: tuple[int, int] | None = None, cache_path: str | os.PathLike | None = None,
                   quantize_head: bool = False, progress: bool = True, quantize_attention: bool = True,
                   seed: int = 0, scheme: str = PORTABLE, float_stages: Sequence[int] = (),
-                  float_scopes: Sequence[str] = ()) -> onnx.ModelProto:
+                  float_scopes: Sequence[str] = (), int8_only: Sequence[str] = ()) -> onnx.ModelProto:
     """Calibrate on ``count`` images of ``calib_dir`` and write the Q/DQ model to ``out_path`` (atomically).
 
     model: an fp32 export (ModelProto or path). size: calibration input size (default the export size;
@@ -80,6 +80,7 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
     scheme: "reduced-range" (7-bit weights, accurate on every x86 CPU) or "symmetric" (TensorRT).
     float_stages: stages (0-based) whose quantizable layers all stay float (placement.py).
     float_scopes: node-name prefixes whose quantizable layers stay float (e.g. a detector's ``/neck/``).
+    int8_only: when given, only quantizable layers whose name contains one of these stay int8 (placement.py).
     out_path None: return the model without writing it.
     A whole detector calibrates on its images through its own test pipeline (calibration.py), at the scale its
     metadata records; ``size`` then only says at which input the wide groups are judged (default 800x1216).
@@ -95,7 +96,7 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
         raise UsageError(f"this graph is static at {info.input_size[0]}x{info.input_size[1]}: "
                          f"calibrate at that size, not {size[0]}x{size[1]}")
     images = CalibrationSet.from_folder(calib_dir, info, count, size, seed)
-    exclude = excluded_nodes(proto, quantize_head, quantize_attention, size, float_stages, float_scopes)
+    exclude = excluded_nodes(proto, quantize_head, quantize_attention, size, float_stages, float_scopes, int8_only)
     tensors = quantized_inputs(proto, exclude)
     key = cache_key(proto, method, images, tensors)
     cache_path = os.fspath(cache_path) if cache_path is not None else default_cache_path(key)
@@ -110,6 +111,7 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
                                     "cache_key": key, "quantize_head": quantize_head,
                                     "quantize_attention": quantize_attention, "float_stages": list(float_stages),
                                     **({"float_scopes": list(float_scopes)} if float_scopes else {}),
+                                    **({"int8_only": list(int8_only)} if int8_only else {}),
                                     "float_probability_matmuls": len(wide_group_pv(proto, size))}}
     set_metadata(q, {"precision": "int8", "extra": json.dumps(extra)})
     if out_path is not None:
@@ -119,12 +121,13 @@ def quantize_int8(model: onnx.ModelProto | str | os.PathLike, out_path: str | os
 
 def excluded_nodes(proto: onnx.ModelProto, quantize_head: bool = False, quantize_attention: bool = True,
                    size: tuple[int, int] | None = None, float_stages: Sequence[int] = (),
-                   float_scopes: Sequence[str] = ()) -> list[str]:
+                   float_scopes: Sequence[str] = (), int8_only: Sequence[str] = ()) -> list[str]:
     """Quantizable nodes to leave in float: the DPB MLP, anything not computed from the image, matmuls with a
     matrix computed from sizes (a segmenter's pooling), the head (a segmenter's ``conv_seg``), CrossFormer++'s
     cooling convs (``ACL_SCOPE``), the P x V matmuls of wide groups (``wide_group_pv``,
     judged at ``size``, default the export size), everything of ``float_stages`` (``/layers.{i}/``) and of
-    ``float_scopes`` (name prefixes), and a detector's post-processing (det_region.py)."""
+    ``float_scopes`` (name prefixes), everything outside ``int8_only`` (name parts) when it is given, and a
+    detector's post-processing (det_region.py)."""
     g = proto.graph
     act = activation_tensors(g)
     may_lower = lowerable(proto)
@@ -142,6 +145,7 @@ def excluded_nodes(proto: onnx.ModelProto, quantize_head: bool = False, quantize
                 or (not quantize_head and (HEAD_SCOPE in n.name or SEG_HEAD_SCOPE in n.name))
                 or (not quantize_attention and attention_matmul)
                 or ACL_SCOPE in n.name or n.name in wide or n.name.startswith(float_scopes)
+                or (int8_only and not any(part in n.name for part in int8_only))
                 or not may_lower(n.name)):
             out.append(n.name)
     return out

@@ -105,3 +105,20 @@ def test_triton_repository(fpn_onnx, tmp_path):
     assert [(t.name, list(t.dims)) for t in cfg.output] == [("class_map", [-1, -1])]
     with open(tmp_path / "repo" / "segpy" / "1" / "model.py", encoding="utf-8") as f:
         assert "import SegmentModel as TritonPythonModel" in f.read()
+
+
+def test_int8_export_defaults_to_the_fc1_placement(seg_ckpts, tmp_path):
+    """--task seg --int8 quantizes only the MLPs' fc1 unless told otherwise (placement.py), and says so; naming
+    --int8-placement all gets every layer int8 and the warning that it missed its bar."""
+    import onnx
+
+    from crossformer_deploy.export.onnx_export import read_info
+
+    base = ["export", "--task", "seg", "--weights", seg_ckpts["fpn_tiny_g14"], "--grouping", "14,14,7,7/16,8,2,1",
+            "--int8", "--calib", SAMPLES, "--calib-count", "1", "--calib-cache", str(tmp_path / "c.json")]
+    for flags, only, words in (([], ["/mlp/fc1/"], "note: INT8 segmenter, placement mlp-fc1"),
+                               (["--int8-placement", "all"], None, "warning: INT8 segmenters with every layer")):
+        out = tmp_path / f"q{len(flags)}.onnx"
+        r = cli(*base, *flags, "-o", str(out))
+        assert r.returncode == 0 and words in r.stderr, r.stderr
+        assert read_info(onnx.load(str(out))).extra["int8"].get("int8_only") == only

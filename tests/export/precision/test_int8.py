@@ -1,6 +1,7 @@
 """INT8 graphs (export/precision/int8.py, schemes.py): Q/DQ structure, accuracy on the digits model, the weight
 schemes on an emulated AVX2 CPU, the scheme each target gets."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -192,6 +193,7 @@ def test_int8_scheme_follows_the_target(monkeypatch):
     monkeypatch.setattr(recipe_mod, "quantize_int8", lambda *a, **k: seen.append(k["scheme"]))
     monkeypatch.setattr(recipe_mod, "run_pipeline", lambda proto, *a, **k: proto)
     monkeypatch.setattr(recipe_mod, "transpose_after_dq", lambda proto: proto)
+    monkeypatch.setattr(recipe_mod, "read_info", lambda proto: SimpleNamespace(mode="classifier"))
     for target, flag, want in (("plain", "auto", "reduced-range"), ("onnxruntime", "auto", "reduced-range"),
                                ("openvino", "auto", "reduced-range"), ("tensorrt", "auto", "symmetric"),
                                ("onnxruntime", "symmetric", "symmetric"), ("tensorrt", "reduced-range",
@@ -214,8 +216,9 @@ def test_float_stages_leave_a_stage_float(fp32):
 
 
 def test_placement_flag_reaches_the_quantizer(monkeypatch):
-    """crossformer-export --int8-placement: bf16-hybrid = stage 1 float and the attention matmuls float; 'all' is
-    the default; an unknown placement or the flag without --int8 is one clear line."""
+    """crossformer-export --int8-placement: bf16-hybrid = stage 1 float and the attention matmuls float; mlp-fc1 =
+    only the MLPs' fc1 int8; 'all' is a classifier's default; an unknown placement or the flag without --int8 is
+    one clear line."""
     from crossformer_deploy.base.errors import UsageError
     from crossformer_deploy.cli import export_cmd
     from crossformer_deploy.export import recipe as recipe_mod
@@ -225,10 +228,13 @@ def test_placement_flag_reaches_the_quantizer(monkeypatch):
     monkeypatch.setattr(recipe_mod, "quantize_int8", lambda *a, **k: seen.append(k))
     monkeypatch.setattr(recipe_mod, "run_pipeline", lambda proto, *a, **k: proto)
     monkeypatch.setattr(recipe_mod, "transpose_after_dq", lambda proto: proto)
-    for flags, attention, stages in (([], True, ()), (["--int8-placement", "bf16-hybrid"], False, (0,))):
+    monkeypatch.setattr(recipe_mod, "read_info", lambda proto: SimpleNamespace(mode="classifier"))
+    for flags, attention, stages, only in (([], True, (), ()), (["--int8-placement", "bf16-hybrid"], False, (0,), ()),
+                                           (["--int8-placement", "mlp-fc1"], False, (), ("/mlp/fc1/",))):
         args = export_cmd.parser().parse_args(["--int8", "--calib", "d", "--target", "openvino", *flags])
         recipe_mod.apply(None, export_cmd._recipe(args, None))
-        assert (seen[-1]["quantize_attention"], tuple(seen[-1]["float_stages"])) == (attention, stages), flags
+        got = (seen[-1]["quantize_attention"], tuple(seen[-1]["float_stages"]), tuple(seen[-1]["int8_only"]))
+        assert got == (attention, stages, only), flags
     with pytest.raises(UsageError, match="unknown INT8 placement"):
         Recipe("openvino", "int8", int8=Int8Options("d", placement="half"))
     with pytest.raises(UsageError, match="--int8-placement are for --int8"):

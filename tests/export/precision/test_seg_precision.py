@@ -89,3 +89,24 @@ def test_float_stages_reach_a_segmenters_backbone(fp32):
         assert added and all(n.startswith(scope) for n in added), stage
         assert {n.name for n in fp32.graph.node if n.op_type in QUANTIZED_OPS and n.name.startswith(scope)} - base \
             == added
+
+
+def test_segmenters_default_to_the_fc1_placement(fp32, photos, tmp_path):
+    """An INT8 recipe without a placement gives a segmenter mlp-fc1 (placement.py): exactly the backbone MLPs'
+    first Linears int8, nothing else; naming ``all`` still quantizes the rest. A classifier's default stays
+    ``all`` (test_int8.py)."""
+    from crossformer_deploy.export.recipe import Int8Options, Recipe, apply
+
+    def quantized(proto):
+        producer = {o: n.op_type for n in proto.graph.node for o in n.output}
+        return {n.name for n in proto.graph.node
+                if n.op_type != "QuantizeLinear" and any(producer.get(i) == "DequantizeLinear" for i in n.input)}
+
+    opts = dict(count=3, size=(128, 192), cache_path=str(tmp_path / "calib.json"), progress=False)
+    default = apply(fp32, Recipe("plain", "int8", int8=Int8Options(SAMPLES, **opts)))
+    fc1 = {n.name for n in fp32.graph.node if n.op_type == "MatMul" and "/mlp/fc1/" in n.name}
+    assert fc1 and quantized(default) == fc1
+    everything = quantized(apply(fp32, Recipe("plain", "int8", int8=Int8Options(SAMPLES, placement="all", **opts))))
+    assert fc1 < everything and any("/decode_head/" in n for n in everything)
+    pixels, _ = agreement(class_maps(fp32, photos), class_maps(default, photos))
+    assert pixels >= SEG_AGREEMENT["int8"], pixels
