@@ -260,8 +260,8 @@ def run(args: argparse.Namespace) -> int:
         # measured (docs/segmentation.md): the user must hear it before deploying the graph
         if (recipe.int8.placement or default_placement(SEGMENTER)) == MLP_FC1:
             print("note: INT8 segmenter, placement mlp-fc1 (only each MLP's fc1 int8): 98.4-99.96 % of pixels equal "
-                  "to fp32 on held-out photos in our tests (bar 98 %), at about fp32's speed; FP16 is the faster "
-                  "lowered precision (docs/segmentation.md)", file=sys.stderr)
+                  "to fp32 on held-out photos in our tests (bar 98 %), but no faster than fp32 (0.81-1.06x); FP16 "
+                  "is the faster lowered precision (docs/segmentation.md)", file=sys.stderr)
         else:
             print("warning: INT8 segmenters with every layer int8 agreed with fp32 on only 78-97 % of pixels on "
                   "held-out photos in our tests (bar 98 %; trained-like weights, docs/segmentation.md): check this "

@@ -6,7 +6,7 @@ says what stays float and why).
 ``mlp-fc1`` (the default for segmenters): only the first Linear of every block's MLP int8 (12 of CrossFormer-S's
 ~90 quantizable layers), the rest float. On trained-like UPerNet-S with each photo held out, ``all`` agreed with
 fp32 on 78-97 % of pixels and both MLP Linears on 97.7-98.1 %, fc1 alone on 98.4-99.96 % (bar 98 %); but it runs
-at about fp32's speed (1.04x on Zen 4): docs/segmentation.md.
+no faster than fp32 (0.81-1.06x on Zen 4 and an AMX Xeon): docs/segmentation.md.
 
 ``bf16-hybrid``: stage 1 (its blocks and its patch merging) and every block's two attention matmuls stay
 float, everything else int8. On a CPU that runs OpenVINO's float layers in bf16 (AMX, AVX512-BF16) this is
