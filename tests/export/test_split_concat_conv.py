@@ -71,7 +71,8 @@ def test_int8_seg_recipe_gives_each_branch_a_scale(upernet_proto, tmp_path):
     from crossformer_deploy.export.recipe import Int8Options, Recipe, apply
 
     int8 = Int8Options(os.path.join(ROOT, "samples"), count=1, size=(64, 64), progress=False,
-                       cache_path=str(tmp_path / "c.json"), split_concat_convs=True)
+                       cache_path=str(tmp_path / "c.json"), split_concat_convs=True,
+                       placement="all")  # the seg default (mlp-fc1) keeps the decode head float
     q = apply(upernet_proto, Recipe("plain", "int8", int8=int8))
     producer = {o: n for n in q.graph.node for o in n.output}
     inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
