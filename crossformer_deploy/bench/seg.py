@@ -2,10 +2,14 @@
 
 Backends: ``torch`` (eager fp32, the baseline), our one dynamic graph with the plain passes on ONNX Runtime
 (``ort``) and OpenVINO in f32 / bf16 (``ov-f32``, ``ov-bf16``), and the graphs of the onnxruntime / openvino
-targets (``ort-target``, ``ov-target-f32``, ``ov-target-bf16``). No peers: the authors' segmenters need
+targets (``ort-target``, ``ov-target-f32``, ``ov-target-bf16``), and INT8 graphs of those targets (``ort-int8``,
+``ov-int8``: the export's default placement for segmenters, ``mlp-fc1``; ``ov-int8-all``: every layer int8, fast on
+OpenVINO and below its bar in our tests), calibrated on ``--calib`` (default: a few noise images, enough to time
+them, not to judge them). No peers: the authors' segmenters need
 MMSegmentation, which this package does not depend on (benchmarks/seg_vs_mmseg.py compares their graphs with
 ours). Accuracy is what a segmentation user sees: the pixels of the class map equal to PyTorch's, beside the
-logits' max abs difference; the bars are the ones of docs/segmentation.md (fp32 99.99 % of pixels, bf16 99.5 %).
+logits' max abs difference; the bars are the ones of docs/segmentation.md (fp32 99.99 % of pixels, bf16 99.5 %,
+INT8 98 %).
 """
 from __future__ import annotations
 
@@ -17,13 +21,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 
 from crossformer_deploy.base.errors import UsageError
+from crossformer_deploy.base.model_info import SEGMENTER
 from crossformer_deploy.bench.backends import dense_runner, one_line, refuse_emulated
 from crossformer_deploy.bench.machine import cpu_model_and_flags, machine_info
 from crossformer_deploy.bench.timing import interleaved_with_progress
 from crossformer_deploy.export.onnx_export import save_onnx, to_onnx
-from crossformer_deploy.export.recipe import Recipe, apply
+from crossformer_deploy.export.precision.placement import default_placement
+from crossformer_deploy.export.recipe import Int8Options, Recipe, apply
 from crossformer_deploy.model.factory import weights_label
 from crossformer_deploy.model.seg import build_segmenter
 from crossformer_deploy.model.seg.factory import segmenter_info
@@ -35,7 +42,8 @@ from crossformer_deploy.runtime.parity import pixel_agreement
 class SegBackend:
     runtime: str  # torch | ort | ov
     target: str = "plain"  # the graph's pass pipeline
-    precision: str = "fp32"  # OpenVINO's inference precision; the bar
+    precision: str = "fp32"  # fp32 | bf16 (OpenVINO's inference precision) | int8 (a Q/DQ graph); the bar
+    placement: str | None = None  # int8: which layers are int8 (placement.py); None: the segmenters' default
 
 
 SEG_BACKENDS = {
@@ -46,9 +54,14 @@ SEG_BACKENDS = {
     "ov-bf16": SegBackend("ov", precision="bf16"),
     "ov-target-f32": SegBackend("ov", "openvino"),
     "ov-target-bf16": SegBackend("ov", "openvino", "bf16"),
+    "ort-int8": SegBackend("ort", "onnxruntime", "int8"),
+    "ov-int8": SegBackend("ov", "openvino", "int8"),
+    "ov-int8-all": SegBackend("ov", "openvino", "int8", placement="all"),
 }
-PIXEL_BARS = {"fp32": 0.9999, "bf16": 0.995}
-OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+PIXEL_BARS = {"fp32": 0.9999, "bf16": 0.995, "int8": 0.98}
+# an INT8 graph's float layers run in f32 on OpenVINO, as in the accuracy measurements of docs/segmentation.md
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+NOISE_CALIB_IMAGES = 4
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,7 @@ class SegBenchConfig:
     seed: int = 0
     weights_seed: int = 0
     run_emulated: bool = False
+    calib: str | None = None  # images the INT8 backends calibrate on; None: a few noise images
 
 
 @dataclass
@@ -111,16 +125,24 @@ def run_seg_bench(cfg: SegBenchConfig, log: Callable[[str], None] = print) -> di
     results: list[SegResult] = []
     with tempfile.TemporaryDirectory(prefix="crossformer-bench-seg-") as tmp:
         traced: list = []  # one trace; each target's passes on it (apply does not modify its input)
-        graphs: dict[str, str] = {}
+        graphs: dict[tuple, str] = {}
 
-        def graph(target: str) -> str:  # one dynamic graph per target serves every case
-            if target not in graphs:
+        def graph(spec: SegBackend) -> str:  # one dynamic graph per target and precision serves every case
+            key = (spec.target, spec.precision == "int8", spec.placement)
+            if key not in graphs:
                 if not traced:
                     traced.append(to_onnx(model, segmenter_info(model, label, cfg.sizes[0], variant=cfg.variant)))
-                path = os.path.join(tmp, f"{target}.onnx")
-                save_onnx(apply(traced[0], Recipe(target)), path, check=False)
-                graphs[target] = path
-            return graphs[target]
+                int8 = None
+                if spec.precision == "int8":
+                    name = spec.placement or "default"
+                    int8 = Int8Options(cfg.calib or _noise_images(tmp, cfg.sizes[0]), size=cfg.sizes[0],
+                                       cache_path=os.path.join(tmp, f"ranges_{name}.json"), progress=False,
+                                       placement=spec.placement)
+                path = os.path.join(tmp, "_".join(str(k) for k in key) + ".onnx")
+                save_onnx(apply(traced[0], Recipe(spec.target, "int8" if int8 else "fp32", int8=int8)), path,
+                          check=False)
+                graphs[key] = path
+            return graphs[key]
 
         for size in cfg.sizes:
             for batch in cfg.batches:
@@ -130,7 +152,7 @@ def run_seg_bench(cfg: SegBenchConfig, log: Callable[[str], None] = print) -> di
             "machine": machine_info(), "config": config, "results": [asdict(r) for r in results]}
 
 
-def _case(cfg: SegBenchConfig, model, graph: Callable[[str], str], size: tuple[int, int], batch: int,
+def _case(cfg: SegBenchConfig, model, graph: Callable[[SegBackend], str], size: tuple[int, int], batch: int,
           flags: frozenset[str], log: Callable[[str], None]) -> list[SegResult]:
     label = f"{size[0]}x{size[1]}"
     x = np.random.default_rng(cfg.seed).standard_normal((batch, 3, *size), dtype=np.float32)
@@ -147,11 +169,12 @@ def _case(cfg: SegBenchConfig, model, graph: Callable[[str], str], size: tuple[i
             if spec.runtime == "torch":
                 fn, r.graph = torch_fn, "PyTorch eager"
             else:
-                runner, engine = dense_runner(spec.runtime, graph(spec.target), cfg.threads,
-                                              OV_PRECISION[spec.precision])
+                runner, engine = dense_runner(spec.runtime, graph(spec), cfg.threads, OV_PRECISION[spec.precision])
                 runners.append(runner)
                 fn = runner.run
                 r.graph = f"{engine}, {spec.target} passes"
+                if spec.precision == "int8":
+                    r.graph += f", INT8 ({spec.placement or default_placement(SEGMENTER)} placement)"
             got = fn(feeds)
         except Exception as e:  # one backend failing must not end the run
             r.status, r.note = "skipped", one_line(e)
@@ -175,6 +198,17 @@ def _case(cfg: SegBenchConfig, model, graph: Callable[[str], str], size: tuple[i
     for runner in runners:
         runner.close()
     return list(results.values())
+
+
+def _noise_images(tmp: str, size: tuple[int, int]) -> str:
+    """A few seeded noise images to calibrate on when no --calib is given: ranges for timing, not for accuracy."""
+    folder = os.path.join(tmp, "calib")
+    if not os.path.isdir(folder):
+        os.makedirs(folder)
+        rng = np.random.default_rng(1)
+        for i in range(NOISE_CALIB_IMAGES):
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(os.path.join(folder, f"{i}.png"))
+    return folder
 
 
 def _torch_fn(model, size: tuple[int, int]) -> Callable[[dict], dict[str, np.ndarray]]:

@@ -51,7 +51,7 @@ LayerNorms, logits of order 1, a position bias of a trained model's size), so th
 tells a faithful path (fp32 max abs <= 1e-4, bf16/fp16 cosine >= 0.9995, int8 cosine >= 0.99) from one
 that is not.
 --task seg times a whole segmenter (--head upernet|fpn, default sizes 512) on {', '.join(SEG_BACKENDS)},
-scoring the class map's pixels against PyTorch's (bench/seg.py).
+scoring the class map's pixels against PyTorch's (bench/seg.py); its INT8 backends calibrate on --calib.
 --task det times a whole detector (default size 800x1216, a COCO photo's input) on {', '.join(DET_BACKENDS)},
 scoring the detections against PyTorch's (bench/det.py).
 """
@@ -138,14 +138,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
-def _refuse_classifier_options(args: argparse.Namespace, what: str) -> None:
+def _refuse_classifier_options(args: argparse.Namespace, what: str, int8: bool = False) -> None:
     given = [flag for flag, on in (("--plot", args.plot), ("--profile", args.profile), ("--recommend", args.recommend),
                                    ("--official", args.official != os.environ.get("CROSSFORMER_OFFICIAL_MODEL")),
                                    ("--provider", args.provider),
-                                   ("--calib", args.calib)) if on]
+                                   ("--calib", args.calib and not int8)) if on]
     if given:
-        raise UsageError(f"{', '.join(given)}: not for --task {args.task} ({what}'s bench has no peers, profiles, "
-                         f"plots or INT8 paths yet)")
+        raise UsageError(f"{', '.join(given)}: not for --task {args.task} ({what}'s bench has no peers, profiles "
+                         f"or plots{'' if int8 else ', nor INT8 paths yet'})")
 
 
 def run_det(args: argparse.Namespace, argv: list[str]) -> int:
@@ -163,10 +163,12 @@ def run_det(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def run_seg(args: argparse.Namespace, argv: list[str]) -> int:
-    _refuse_classifier_options(args, "a segmenter")
+    _refuse_classifier_options(args, "a segmenter", int8=True)
+    if args.calib and not os.path.isdir(args.calib):
+        raise UsageError(f"--calib {args.calib}: not a folder of images")
     names = parse_list(args.backends, str, "backend") if args.backends else list(SEG_BACKENDS)
     cfg = SegBenchConfig(head=args.head, sizes=tuple(parse_list(args.sizes or "512", parse_size, "size")),
-                         backends=check_seg_backends(names), **_shared(args))
+                         backends=check_seg_backends(names), calib=args.calib, **_shared(args))
     report = run_seg_bench(cfg, log=lambda line: print(line, file=sys.stderr))
     report["command"] = shlex.join(["crossformer-bench", *argv])
     print(format_seg_table(report))
