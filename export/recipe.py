@@ -69,8 +69,9 @@ class Recipe:
             raise UsageError("fp16 inputs/outputs need the fp16 precision")
         if self.int8 is not None and self.int8.scheme is not None:
             check_scheme(self.int8.scheme)
-        if self.int8 is not None and self.int8.placement is not None:
-            placement(self.int8.placement)
+        if self.int8 is not None:
+            if self.int8.placement is not None:
+                placement(self.int8.placement)
             if not set(self.int8.float_stages) <= {0, 1, 2, 3}:
                 raise UsageError(f"float stages are 0-3 (the backbone's four stages), not {self.int8.float_stages}")
 

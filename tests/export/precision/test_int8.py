@@ -237,5 +237,7 @@ def test_placement_flag_reaches_the_quantizer(monkeypatch):
         assert got == (attention, stages, only), flags
     with pytest.raises(UsageError, match="unknown INT8 placement"):
         Recipe("openvino", "int8", int8=Int8Options("d", placement="half"))
+    with pytest.raises(UsageError, match="float stages are 0-3"):  # also with no placement named (the default)
+        Recipe("openvino", "int8", int8=Int8Options("d", float_stages=(4,)))
     with pytest.raises(UsageError, match="--int8-placement are for --int8"):
         export_cmd._check_args(export_cmd.parser().parse_args(["--int8-placement", "bf16-hybrid"]))
