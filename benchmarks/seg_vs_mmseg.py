@@ -318,6 +318,8 @@ def holdout(args: argparse.Namespace) -> list[dict]:
                                        method=args.calib_method, cache_path=os.path.join(d, "calib.json"),
                                        **INT8_VARIANTS[variant]) if precision == "int8" else None
                     export(model, path, precision=precision, int8=int8)
+                    info = read_info(onnx.load(path, load_external_data=False))  # once per graph, not per engine
+                    int8_only = info.extra.get("int8", {}).get("int8_only")
                     for engine, runner in cpu_runners(path, args.threads).items():
                         if engine not in args.engines.split(","):
                             continue
@@ -330,7 +332,7 @@ def holdout(args: argparse.Namespace) -> list[dict]:
                                "calib_method": args.calib_method if int8 else None, "fp32_margin_under_1": near,
                                "engine": engine, "pixels": pixel_agreement(ref, cm), "count": int(ref.size),
                                "miou": miou_agreement(ref, cm, model.num_classes),
-                               "int8_only": read_info(onnx.load(path)).extra.get("int8", {}).get("int8_only")}
+                               "int8_only": int8_only}
                         rows.append(row)
                         print(f"{name:>10} {precision} {variant:>16} {engine:>11}, held out {row['held_out']} "
                               f"({near:.1%} of its fp32 pixels under 1.0 from a tie): pixel agreement "

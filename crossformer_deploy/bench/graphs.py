@@ -177,15 +177,19 @@ class CaseGraphs:
 
     def calibration_dir(self) -> str:
         """--calib, else a few seeded noise images: ranges for timing, not for accuracy (see README)."""
-        if self.calib_dir:
-            return self.calib_dir
-        folder = os.path.join(self.tmpdir, "calib")
-        if not os.path.isdir(folder):
-            os.makedirs(folder)
-            rng = np.random.default_rng(1)
-            for i in range(8):
-                Image.fromarray(rng.integers(0, 256, (*self.size, 3), dtype=np.uint8)).save(f"{folder}/{i}.png")
-        return folder
+        return self.calib_dir or noise_images(self.tmpdir, self.size, 8)
+
+
+def noise_images(tmpdir: str, size: tuple[int, int], count: int) -> str:
+    """``tmpdir``/calib holding ``count`` seeded noise PNGs of ``size`` (made once): what the benches calibrate
+    their INT8 paths on without --calib, enough to time them, not to judge them."""
+    folder = os.path.join(tmpdir, "calib")
+    if not os.path.isdir(folder):
+        os.makedirs(folder)
+        rng = np.random.default_rng(1)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(os.path.join(folder, f"{i}.png"))
+    return folder
 
 
 def _batches(images: CalibrationSet, batch: int) -> list[np.ndarray]:

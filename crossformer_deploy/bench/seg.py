@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
 from crossformer_deploy.base.errors import UsageError
 from crossformer_deploy.base.model_info import SEGMENTER
 from crossformer_deploy.bench.backends import dense_runner, one_line, refuse_emulated
+from crossformer_deploy.bench.graphs import noise_images
 from crossformer_deploy.bench.machine import cpu_model_and_flags, machine_info
 from crossformer_deploy.bench.timing import interleaved_with_progress
 from crossformer_deploy.export.onnx_export import save_onnx, to_onnx
@@ -135,9 +135,9 @@ def run_seg_bench(cfg: SegBenchConfig, log: Callable[[str], None] = print) -> di
                 int8 = None
                 if spec.precision == "int8":
                     name = spec.placement or "default"
-                    int8 = Int8Options(cfg.calib or _noise_images(tmp, cfg.sizes[0]), size=cfg.sizes[0],
-                                       cache_path=os.path.join(tmp, f"ranges_{name}.json"), progress=False,
-                                       placement=spec.placement)
+                    calib = cfg.calib or noise_images(tmp, cfg.sizes[0], NOISE_CALIB_IMAGES)
+                    int8 = Int8Options(calib, size=cfg.sizes[0], cache_path=os.path.join(tmp, f"ranges_{name}.json"),
+                                       progress=False, placement=spec.placement)
                 path = os.path.join(tmp, "_".join(str(k) for k in key) + ".onnx")
                 save_onnx(apply(traced[0], Recipe(spec.target, "int8" if int8 else "fp32", int8=int8)), path,
                           check=False)
@@ -198,17 +198,6 @@ def _case(cfg: SegBenchConfig, model, graph: Callable[[SegBackend], str], size: 
     for runner in runners:
         runner.close()
     return list(results.values())
-
-
-def _noise_images(tmp: str, size: tuple[int, int]) -> str:
-    """A few seeded noise images to calibrate on when no --calib is given: ranges for timing, not for accuracy."""
-    folder = os.path.join(tmp, "calib")
-    if not os.path.isdir(folder):
-        os.makedirs(folder)
-        rng = np.random.default_rng(1)
-        for i in range(NOISE_CALIB_IMAGES):
-            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(os.path.join(folder, f"{i}.png"))
-    return folder
 
 
 def _torch_fn(model, size: tuple[int, int]) -> Callable[[dict], dict[str, np.ndarray]]:

@@ -119,8 +119,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     args.sizes = args.sizes or "224"
     if args.plot:
         bench.check_plot_available()
-    if args.calib and not os.path.isdir(args.calib):
-        raise UsageError(f"--calib {args.calib}: not a folder of images")
+    _check_calib(args)
     sizes = parse_list(args.sizes, parse_size, "size")
     cfg = bench.BenchConfig(
         sizes=sizes, backends=bench.check_backends(_backends(args)), calib=args.calib,
@@ -164,8 +163,7 @@ def run_det(args: argparse.Namespace, argv: list[str]) -> int:
 
 def run_seg(args: argparse.Namespace, argv: list[str]) -> int:
     _refuse_classifier_options(args, "a segmenter", int8=True)
-    if args.calib and not os.path.isdir(args.calib):
-        raise UsageError(f"--calib {args.calib}: not a folder of images")
+    _check_calib(args)
     names = parse_list(args.backends, str, "backend") if args.backends else list(SEG_BACKENDS)
     cfg = SegBenchConfig(head=args.head, sizes=tuple(parse_list(args.sizes or "512", parse_size, "size")),
                          backends=check_seg_backends(names), calib=args.calib, **_shared(args))
@@ -174,6 +172,11 @@ def run_seg(args: argparse.Namespace, argv: list[str]) -> int:
     print(format_seg_table(report))
     _write_json(args.json, report)
     return 0
+
+
+def _check_calib(args: argparse.Namespace) -> None:
+    if args.calib and not os.path.isdir(args.calib):
+        raise UsageError(f"--calib {args.calib}: not a folder of images")
 
 
 def _shared(args: argparse.Namespace) -> dict:
