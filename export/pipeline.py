@@ -2,7 +2,7 @@
 
     plain        the exporter's graph, untouched
     onnxruntime  fold_dpb -> cleanup  (static or --max-size: no DPB MLP at run time; static: every shape folded)
-    openvino     the same graph as onnxruntime
+    openvino     the same, then (static graphs) fold_layernorm_affine: LayerNorm scale / shift into the next Linear
     tensorrt     fold_dpb -> fuse_grouped_attention -> cleanup   (one plugin node per block)
 
 fold_dpb runs where a largest size is known (a static graph's size, --max-size, an engine profile's
@@ -20,6 +20,7 @@ from crossformer_deploy.export.onnx_export import read_info, set_metadata
 from crossformer_deploy.export.passes.blocks import architecture
 from crossformer_deploy.export.passes.cleanup import cleanup
 from crossformer_deploy.export.passes.fold_dpb import fold_dpb
+from crossformer_deploy.export.passes.fold_layernorm_affine import fold_layernorm_affine
 from crossformer_deploy.export.passes.fuse_grouped_attention import fuse_grouped_attention
 from crossformer_deploy.model.config import CrossFormerConfig
 from crossformer_deploy.plugins import op
@@ -29,12 +30,15 @@ TARGETS = ("plain", "onnxruntime", "openvino", "tensorrt")
 Pass = Callable[[gs.Graph], gs.Graph]
 
 
-def passes(target: str, cfg: CrossFormerConfig, max_size: tuple[int, int] | None) -> list[tuple[str, Pass]]:
+def passes(target: str, cfg: CrossFormerConfig, max_size: tuple[int, int] | None,
+           static: bool = False) -> list[tuple[str, Pass]]:
     fold = [("fold_dpb", lambda g: fold_dpb(g, cfg, max_size))] if max_size else []
     if target == "plain":
         return []
-    if target in ("onnxruntime", "openvino"):
+    if target == "onnxruntime":
         return [*fold, ("cleanup", cleanup)]
+    if target == "openvino":  # measured on static classifiers on OpenVINO only (passes/fold_layernorm_affine.py)
+        return [*fold, ("cleanup", cleanup), *([("fold_layernorm_affine", fold_layernorm_affine)] if static else [])]
     if target == "tensorrt":
         return [*fold, ("fuse_grouped_attention", lambda g: fuse_grouped_attention(g, cfg)), ("cleanup", cleanup)]
     raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
@@ -63,7 +67,7 @@ def run_pipeline(proto: onnx.ModelProto, target: str, max_size: tuple[int, int] 
     graph = gs.import_onnx(proto)
     if explain:
         explain(f"{'exported':>24}: {len(graph.nodes):5d} nodes")
-    for name, fn in passes(target, cfg, max_size):
+    for name, fn in passes(target, cfg, max_size, static=not info.dynamic):
         before = op_counts(graph)
         graph = fn(graph)
         if explain:
