@@ -2,7 +2,7 @@
 
     python benchmarks/int8_dense_sensitivity.py det [--configs all,float=stage0,int8=mlp,...] \\
         [--calib plain,aug32] [--methods minmax,percentile] [--schemes reduced-range,symmetric] [--openvino] \\
-        [--json benchmarks/int8_dense_sensitivity_det.json]
+        [--eval plain|aug12] [--json benchmarks/int8_dense_sensitivity_det.json]
     python benchmarks/int8_dense_sensitivity.py seg --models upernet-s,fpn-s [--held-out chelsea.jpg] [...same]
     python benchmarks/int8_dense_sensitivity.py speed --models upernet-s,fpn-s,retinanet-s --configs all,int8=mlp \\
         --engines onnxruntime,openvino [--repeats 5]
@@ -199,6 +199,8 @@ def det(args) -> list[dict]:
     from crossformer_deploy.export.pipeline import run_pipeline
     inputs = cases()
     model = trained_like_detector(args.arch, args.variant, torch.from_numpy(inputs[0][1]), args.cls_bias)
+    if args.eval != "plain":  # the same model, judged on other images
+        inputs = held_out_cases(args.eval)
     proto = run_pipeline(to_onnx(model, detector_info(model, "trained-like seed=0")), "onnxruntime", None, None)
     rows = []
     with tempfile.TemporaryDirectory(prefix="int8-sens-det-") as work:
@@ -221,11 +223,28 @@ def det(args) -> list[dict]:
             ref = refs[r.name]
             per = [score(rf, r.run({"image": x, "image_size": s}), s) for (_, x, s), rf in zip(inputs, ref)]
             m, n = sum(c["matched"] for c in per), sum(c["reference"] for c in per)
-            return {"matched": m, "reference": n, "rate": m / n}
+            ious = [v for c in per for v in c.get("mask_ious", [])]  # Mask R-CNN: the matched detections' masks
+            return {"matched": m, "reference": n, "rate": m / n,
+                    **({"mask_iou_mean": float(np.mean(ious)), "mask_iou_min": float(np.min(ious))} if ious else {})}
 
         rows += sweep(proto, ranges, args, scorer, args.engines.split(","),
-                      {"model": f"{args.arch}-{args.variant}", "cls_bias": args.cls_bias}, work)
+                      {"model": f"{args.arch}-{args.variant}", "cls_bias": args.cls_bias, "eval": args.eval}, work)
     return rows
+
+
+def held_out_cases(kind: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``augN``: N crops / flips / colour changes of the sample photos (int8_schemes.augment, seed 1: calibration's
+    ``augN`` uses seed 0), through mmdet's test pipeline, as det_precision.cases gives the photos."""
+    from int8_schemes import augment
+
+    from crossformer_deploy.base.det_preprocess import det_batch, det_preprocess
+    from crossformer_deploy.base.images import list_images, load_image
+
+    if not kind.startswith("aug") or not kind[3:].isdigit():
+        raise SystemExit(f"bad --eval {kind!r}: plain or augN")
+    with tempfile.TemporaryDirectory(prefix="det-eval-") as d:
+        augment(SAMPLES, d, int(kind[3:]), seed=1, first_plain=False)
+        return [(os.path.basename(p), *det_batch([det_preprocess(load_image(p))])) for p in list_images([d])]
 
 
 def seg(args) -> list[dict]:
@@ -344,6 +363,8 @@ def main() -> None:
     ap.add_argument("--arch", default="retinanet", help="(det) retinanet or mask_rcnn")
     ap.add_argument("--variant", default="s")
     ap.add_argument("--cls-bias", type=float, default=-4.0, help="(det) RetinaNet's class bias")
+    ap.add_argument("--eval", default="plain", help="(det) judged on: plain (the photos and their mirror images) "
+                    "or augN (N crops / flips / colour changes of them, never calibrated on)")
     ap.add_argument("--models", default="upernet-s,fpn-s", help="(seg)")
     ap.add_argument("--held-out", default="", help="(seg) only these photos in turn, e.g. chelsea.jpg")
     ap.add_argument("--stat-crops", type=int, default=16, help="(seg) as seg_vs_mmseg.py holdout --stat-crops")

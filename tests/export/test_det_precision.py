@@ -130,7 +130,16 @@ def test_export_infer_validate(precision, small_det_ckpt, tmp_path, capsys, monk
     flags = ["--fp16"] if precision == "fp16" else ["--int8", "--calib", SAMPLE_DIR, "--calib-count", "3"]
     rc = export_cmd.main(["--task", "det", "--weights", small_det_ckpt, "--scale", "128x96", *flags, "-o", model])
     assert rc == 0
-    assert f"{precision}, target plain" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{precision}, target plain" in err
+    if precision == "int8":  # the detectors' default placement (placement.py): only the qkv Linears int8, said so
+        assert "note: INT8 detector, placement attn-qkv" in err and "warning" not in err
+        graph = onnx.load(model)
+        assert read_info(graph).extra["int8"]["int8_only"] == ["/attn/qkv/"]
+        producer = {o: n for n in graph.graph.node for o in n.output}
+        int8 = [n.name for n in graph.graph.node if n.op_type in ("MatMul", "Conv", "Gemm") and n.input[0] in producer
+                and producer[n.input[0]].op_type == "DequantizeLinear"]
+        assert int8 and all("/attn/qkv/" in name for name in int8), int8
     assert infer_cmd.main(["--task", "det", SAMPLE_DIR, "--model", model, "--out-dir", str(tmp_path / "out"),
                            "--json"]) == 0
     assert sum(len(rec["detections"]) for rec in json.loads(capsys.readouterr().out)) >= 3
@@ -139,3 +148,16 @@ def test_export_infer_validate(precision, small_det_ckpt, tmp_path, capsys, monk
     assert rc == 0 and report["passed"], report
     assert report["precision"] == precision and report["match_bar"] == DET_MATCH[precision]
     assert report["rule"] == {"score_min": 0.3, **DET_PRECISION_RULE} and report["reference"] >= 10
+
+
+def test_int8_placement_all_warns(small_det_ckpt, tmp_path, capsys, monkeypatch):
+    """--int8-placement all: every layer int8 (no int8_only in the metadata) and the warning that it missed its
+    bar."""
+    from crossformer_deploy.cli import export_cmd
+
+    monkeypatch.setenv("CROSSFORMER_DEPLOY_CACHE", str(tmp_path / "cache"))
+    model = str(tmp_path / "all.onnx")
+    assert export_cmd.main(["--task", "det", "--weights", small_det_ckpt, "--scale", "128x96", "--int8", "--calib",
+                            SAMPLE_DIR, "--calib-count", "1", "--int8-placement", "all", "-o", model]) == 0
+    assert "warning: INT8 detectors with every layer int8" in capsys.readouterr().err
+    assert "int8_only" not in read_info(onnx.load(model)).extra["int8"]

@@ -217,8 +217,8 @@ def test_float_stages_leave_a_stage_float(fp32):
 
 def test_placement_flag_reaches_the_quantizer(monkeypatch):
     """crossformer-export --int8-placement: bf16-hybrid = stage 1 float and the attention matmuls float; mlp-fc1 =
-    only the MLPs' fc1 int8; 'all' is a classifier's default; an unknown placement or the flag without --int8 is
-    one clear line."""
+    only the MLPs' fc1 int8; attn-qkv = only the qkv Linears int8; 'all' is a classifier's default; an unknown
+    placement or the flag without --int8 is one clear line."""
     from crossformer_deploy.base.errors import UsageError
     from crossformer_deploy.cli import export_cmd
     from crossformer_deploy.export import recipe as recipe_mod
@@ -230,7 +230,8 @@ def test_placement_flag_reaches_the_quantizer(monkeypatch):
     monkeypatch.setattr(recipe_mod, "transpose_after_dq", lambda proto: proto)
     monkeypatch.setattr(recipe_mod, "read_info", lambda proto: SimpleNamespace(mode="classifier"))
     for flags, attention, stages, only in (([], True, (), ()), (["--int8-placement", "bf16-hybrid"], False, (0,), ()),
-                                           (["--int8-placement", "mlp-fc1"], False, (), ("/mlp/fc1/",))):
+                                           (["--int8-placement", "mlp-fc1"], False, (), ("/mlp/fc1/",)),
+                                           (["--int8-placement", "attn-qkv"], False, (), ("/attn/qkv/",))):
         args = export_cmd.parser().parse_args(["--int8", "--calib", "d", "--target", "openvino", *flags])
         recipe_mod.apply(None, export_cmd._recipe(args, None))
         got = (seen[-1]["quantize_attention"], tuple(seen[-1]["float_stages"]), tuple(seen[-1]["int8_only"]))
