@@ -65,6 +65,25 @@ INT8 schemes (--int8-scheme, recorded in the graph's metadata as extra.int8.sche
 VNNI; symmetric (full 8-bit weights) for --target tensorrt, whose int8 sums cannot saturate.
 """
 
+# What an INT8 dense model's export says, by task: (ModelInfo mode, the placement that held its bar, the note for that
+# placement, the warning for any other). Measured in docs/segmentation.md and docs/detection.md.
+_INT8_NOTES = {
+    "seg": (SEGMENTER, MLP_FC1,
+            "note: INT8 segmenter, placement mlp-fc1 (only each MLP's fc1 int8): 98.4-99.96 % of pixels equal to "
+            "fp32 on held-out photos in our tests (bar 98 %), but no faster than fp32 (0.81-1.06x); FP16 is the faster "
+            "lowered precision (docs/segmentation.md)",
+            "warning: INT8 segmenters with every layer int8 agreed with fp32 on only 78-97 % of pixels on held-out "
+            "photos in our tests (bar 98 %; trained-like weights, docs/segmentation.md): check this graph on your "
+            "images with crossformer-validate before using it"),
+    "det": (DETECTOR, ATTN_QKV,
+            "note: INT8 detector, placement attn-qkv (only each block's qkv Linear int8): 95.8-97.9 % of the fp32 "
+            "graph's detections matched on held-out images in our tests (bar 95 %), but no faster than fp32 "
+            "(1.02-1.03x on RetinaNet-S, docs/detection.md)",
+            "warning: INT8 detectors with every layer int8 matched only 58-78 % of the fp32 graph's detections in "
+            "our tests (bar 95 %; trained-like RetinaNet-S and Mask R-CNN-S, docs/detection.md): check this graph on "
+            "your photos with crossformer-validate before using it"),
+}
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crossformer-export", description=__doc__.split(":", 1)[1].strip(),
@@ -258,26 +277,9 @@ def run(args: argparse.Namespace) -> int:
             f"scale {info.scale[0]}x{info.scale[1]}" if args.task == "det" else args.mode)
     print(f"wrote {args.output} ({info.variant}, {what}, {recipe.precision}, target {args.target}, input {shape}, "
           f"{time.perf_counter() - t0:.1f} s)" + (f"; engine {args.engine}" if args.engine else ""), file=sys.stderr)
-    if args.task == "seg" and recipe.precision == "int8":
-        # measured (docs/segmentation.md): the user must hear it before deploying the graph
-        if (recipe.int8.placement or default_placement(SEGMENTER)) == MLP_FC1:
-            print("note: INT8 segmenter, placement mlp-fc1 (only each MLP's fc1 int8): 98.4-99.96 % of pixels equal "
-                  "to fp32 on held-out photos in our tests (bar 98 %), but no faster than fp32 (0.81-1.06x); FP16 "
-                  "is the faster lowered precision (docs/segmentation.md)", file=sys.stderr)
-        else:
-            print("warning: INT8 segmenters with every layer int8 agreed with fp32 on only 78-97 % of pixels on "
-                  "held-out photos in our tests (bar 98 %; trained-like weights, docs/segmentation.md): check this "
-                  "graph on your images with crossformer-validate before using it", file=sys.stderr)
-    if args.task == "det" and recipe.precision == "int8":
-        # measured (docs/detection.md): the user must hear it before deploying the graph
-        if (recipe.int8.placement or default_placement(DETECTOR)) == ATTN_QKV:
-            print("note: INT8 detector, placement attn-qkv (only each block's qkv Linear int8): 95.8-97.9 % of the "
-                  "fp32 graph's detections matched on held-out images in our tests (bar 95 %), but no faster than "
-                  "fp32 (1.02-1.03x on RetinaNet-S, docs/detection.md)", file=sys.stderr)
-        else:
-            print("warning: INT8 detectors with every layer int8 matched only 58-78 % of the fp32 graph's "
-                  "detections in our tests (bar 95 %; trained-like RetinaNet-S and Mask R-CNN-S, docs/detection.md): "
-                  "check this graph on your photos with crossformer-validate before using it", file=sys.stderr)
+    if args.task in _INT8_NOTES and recipe.precision == "int8":  # the user must hear it before deploying the graph
+        mode, measured, note, warning = _INT8_NOTES[args.task]
+        print(note if (recipe.int8.placement or default_placement(mode)) == measured else warning, file=sys.stderr)
     if named:
         print(args.output)
     return 0
