@@ -74,23 +74,12 @@ def sdpa(batch: int, hint: str) -> None:
 
 def settings(batches: list[int], calib: str) -> None:
     import openvino as ov
-    import torch
+    from ov_layer_profiles import s_case_graphs
 
-    from crossformer_deploy.base.model_info import ModelInfo
-    from crossformer_deploy.bench.graphs import CaseGraphs
-    from crossformer_deploy.export.onnx_export import save_onnx, to_onnx
-    from crossformer_deploy.model.factory import build_model
-    from crossformer_deploy.model.synthetic import trained_like
-
-    torch.set_num_threads(2)
-    model = trained_like(build_model("s", None, seed=0), seed=5)
-    info = ModelInfo(variant="s", mode="classifier", num_classes=model.num_classes, weights="perturbed")
     core = ov.Core()
     with tempfile.TemporaryDirectory(prefix="ov-levers-") as tmp:
-        plain = os.path.join(tmp, "plain.onnx")
-        save_onnx(to_onnx(model, info), plain)
         for batch in batches:
-            graphs = CaseGraphs(model, info, (224, 224), batch, tmp, lambda: plain, calib, None)
+            graphs = s_case_graphs(tmp, batch, calib)
             requests = {}
             for name, key in (("peer bf16", "peer"), ("ours hybrid", "int8-openvino-hybrid")):
                 m = core.read_model(graphs.get(key)[0])

@@ -60,7 +60,7 @@ def ov_op_times(path: str, x: np.ndarray, threads: int, hint: str | None, runs: 
         r.run({r.inputs[0].name: x})  # warm-up
         for _ in range(runs):
             r.run({r.inputs[0].name: x})
-            for layer, kernel, ms in r.profile():
+            for _, layer, kernel, ms in r.profile():
                 key = f"{layer} [{kernel}]"
                 ops[key] = ops.get(key, 0.0) + ms / runs
     return ops

@@ -137,14 +137,14 @@ class OpenVINORunner(Runner):
         compiled = self.compiled or self._core.compile_model(self._model, "CPU", self.config())
         return compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
-    def profile(self) -> list[tuple[str, str, float]]:
-        """(layer type, kernel, ms) per executed layer of the last run; needs perf_count=True."""
+    def profile(self) -> list[tuple[str, str, str, float]]:
+        """(node name, layer type, kernel, ms) per executed layer of the last run; needs perf_count=True."""
         if not self.perf_count:
             raise UsageError("OpenVINO profiling needs OpenVINORunner(..., perf_count=True)")
         out = []
         for p in self.request.get_profiling_info():
             if p.status == p.Status.EXECUTED:
-                out.append((p.node_type, p.exec_type, p.real_time.total_seconds() * 1e3))
+                out.append((p.node_name, p.node_type, p.exec_type, p.real_time.total_seconds() * 1e3))
         return out
 
     def close(self) -> None:

@@ -59,8 +59,9 @@ def _only_consumer(tensor: gs.Tensor, graph: gs.Graph) -> gs.Node | None:
     return readers[0]
 
 
-def _linear_after(norm: gs.Node, channels: int, graph: gs.Graph) -> tuple[gs.Node, gs.Node] | None:
-    """(MatMul, bias Add) fed by ``norm`` through channel-keeping ops only, each tensor with one consumer."""
+def _linear_after(norm: gs.Node, channels: int, graph: gs.Graph) -> tuple[gs.Node, gs.Node, int] | None:
+    """(MatMul, bias Add, the Add's input index of the bias) fed by ``norm`` through channel-keeping ops only, each
+    tensor with one consumer."""
     tensor = norm.outputs[0]
     node = _only_consumer(tensor, graph)
     while node is not None and node.op in ("Reshape", "Transpose") and node.inputs[0] is tensor:
@@ -80,7 +81,7 @@ def _linear_after(norm: gs.Node, channels: int, graph: gs.Graph) -> tuple[gs.Nod
     bias = _const(add.inputs[bias_at])
     if bias is None or bias.shape != (weight.shape[1],) or len(add.inputs[bias_at].outputs) != 1:
         return None
-    return node, add
+    return node, add, bias_at
 
 
 def fold_layernorm_affine(graph: gs.Graph) -> gs.Graph:
@@ -98,9 +99,8 @@ def fold_layernorm_affine(graph: gs.Graph) -> gs.Graph:
         found = _linear_after(norm, gamma.shape[0], graph)
         if found is None:
             continue
-        matmul, add = found
+        matmul, add, bias_at = found
         weight = matmul.inputs[1].values.astype(np.float64)
-        bias_at = 1 if add.inputs[0] is matmul.outputs[0] else 0
         bias = add.inputs[bias_at].values.astype(np.float64)
         if beta is not None:
             bias = bias + beta.astype(np.float64) @ weight
